@@ -1,0 +1,356 @@
+//! File → model: checks every value and collects **every** error with its path.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::file::{ConfigFile, HttpSection, RouteSection};
+use crate::model::{Backend, Config, HttpBackend, InferencePool, Limits, Route, ServerSettings};
+use crate::{ConfigError, parse_duration, parse_upstream_url};
+
+/// Default data listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default admin listener (loopback only).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default cap on request bodies: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Hard ceiling for any body cap: 64 MiB (the body is buffered in memory).
+pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
+
+/// Turns a parsed file into a [`Config`]. Relative paths resolve against `base_dir`
+/// (the config file's folder). Returns all errors found, each with its path.
+pub fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        base_dir,
+    };
+    let server = v.server(file);
+    let limits = v.limits(file);
+    let inference = InferencePool {
+        threads: v.positive("inference.threads", file.inference.threads, 1),
+        queue_depth: v.positive("inference.queue_depth", file.inference.queue_depth, 64),
+    };
+    let routes = v.routes(&file.routes, &limits);
+    if v.errors.is_empty() {
+        Ok(Config {
+            server,
+            limits,
+            inference,
+            routes,
+        })
+    } else {
+        Err(v.errors)
+    }
+}
+
+struct Validator<'a> {
+    errors: Vec<ConfigError>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn server(&mut self, file: &ConfigFile) -> ServerSettings {
+        let s = &file.server;
+        let listen = self.socket_addr("server.listen", s.listen.as_deref(), DEFAULT_LISTEN);
+        let admin_listen = self.socket_addr(
+            "server.admin_listen",
+            s.admin_listen.as_deref(),
+            DEFAULT_ADMIN_LISTEN,
+        );
+        if listen == admin_listen && listen.port() != 0 {
+            self.error("server.admin_listen", "must differ from server.listen");
+        }
+        ServerSettings {
+            listen,
+            admin_listen,
+            threads: self.positive("server.threads", s.threads, 2),
+            pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
+            upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
+            grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),
+        }
+    }
+
+    fn limits(&mut self, file: &ConfigFile) -> Limits {
+        let l = &file.limits;
+        Limits {
+            max_body_bytes: self.body_cap(
+                "limits.max_body_bytes",
+                l.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            body_read_timeout: self.duration(
+                "limits.body_read_timeout",
+                l.body_read_timeout.as_deref(),
+                "10s",
+            ),
+            max_json_depth: self.positive("limits.max_json_depth", l.max_json_depth, 64),
+        }
+    }
+
+    fn routes(&mut self, routes: &[RouteSection], limits: &Limits) -> Vec<Route> {
+        if routes.is_empty() {
+            self.error("routes", "at least one route is required");
+        }
+        let mut names = HashSet::new();
+        let mut models = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut out = Vec::with_capacity(routes.len());
+        for (i, r) in routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            let name = match &r.name {
+                Some(n) if !n.trim().is_empty() => n.clone(),
+                _ => {
+                    self.error(format!("{at}.name"), "is required");
+                    format!("route-{i}")
+                }
+            };
+            if !names.insert(name.clone()) {
+                self.error(
+                    format!("{at}.name"),
+                    format!("duplicate route name {name:?}"),
+                );
+            }
+            if let Some(m) = &r.model {
+                if !is_model_name(m) {
+                    self.error(
+                        format!("{at}.model"),
+                        "must be 1-64 chars of [A-Za-z0-9_.-]",
+                    );
+                } else if !models.insert(m.clone()) {
+                    self.error(
+                        format!("{at}.model"),
+                        format!("model {m:?} is served by two routes"),
+                    );
+                }
+            }
+            if let Some(p) = &r.path_prefix {
+                if !p.starts_with('/') || p.contains(['?', '#']) || p.contains("//") {
+                    self.error(
+                        format!("{at}.path_prefix"),
+                        "must start with '/' and be a plain path",
+                    );
+                } else if p.starts_with("/v2/models") || p == "/v2" {
+                    self.error(
+                        format!("{at}.path_prefix"),
+                        "/v2/models is reserved; use `model`",
+                    );
+                } else if !prefixes.insert(p.trim_end_matches('/').to_string()) {
+                    self.error(
+                        format!("{at}.path_prefix"),
+                        format!("{p:?} is used by two routes"),
+                    );
+                }
+            }
+            if r.model.is_none() && r.path_prefix.is_none() {
+                self.error(&at, "needs `model` or `path_prefix`");
+            }
+            let methods = r.methods.as_ref().map(|ms| {
+                ms.iter()
+                    .enumerate()
+                    .filter_map(|(j, m)| {
+                        let up = m.to_ascii_uppercase();
+                        if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+                            self.error(
+                                format!("{at}.methods[{j}]"),
+                                format!("{m:?} is not a method"),
+                            );
+                            None
+                        } else {
+                            Some(up)
+                        }
+                    })
+                    .collect()
+            });
+            let max_body_bytes = self.body_cap(
+                &format!("{at}.max_body_bytes"),
+                r.max_body_bytes,
+                limits.max_body_bytes,
+            );
+            let backend = self.backend(&at, r);
+            out.push(Route {
+                name,
+                model: r.model.clone(),
+                path_prefix: r
+                    .path_prefix
+                    .as_ref()
+                    .map(|p| p.trim_end_matches('/').to_string()),
+                methods,
+                max_body_bytes,
+                backend,
+            });
+        }
+        out
+    }
+
+    fn backend(&mut self, at: &str, r: &RouteSection) -> Backend {
+        match (&r.embedded, &r.http) {
+            (Some(e), None) => {
+                let onnx = self.required_file(&format!("{at}.embedded.onnx"), e.onnx.as_deref());
+                let metadata =
+                    self.required_file(&format!("{at}.embedded.metadata"), e.metadata.as_deref());
+                if r.model.is_none() {
+                    self.error(
+                        format!("{at}.embedded"),
+                        "an embedded backend needs `model`",
+                    );
+                }
+                Backend::Embedded { onnx, metadata }
+            }
+            (None, Some(h)) => Backend::Http(self.http(&format!("{at}.http"), h)),
+            (Some(_), Some(_)) => {
+                self.error(at, "set exactly one of `embedded` or `http`, not both");
+                Backend::Http(self.http(&format!("{at}.http"), &HttpSection::default()))
+            }
+            (None, None) => {
+                self.error(
+                    at,
+                    "needs a backend: `[routes.embedded]` or `[routes.http]`",
+                );
+                Backend::Http(self.http(&format!("{at}.http"), &HttpSection::default()))
+            }
+        }
+    }
+
+    fn http(&mut self, at: &str, h: &HttpSection) -> HttpBackend {
+        if h.upstreams.is_empty() {
+            self.error(
+                format!("{at}.upstreams"),
+                "at least one upstream URL is required",
+            );
+        }
+        let upstreams = h
+            .upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| match parse_upstream_url(u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    self.error(format!("{at}.upstreams[{i}]"), e);
+                    None
+                }
+            })
+            .collect();
+        if let Some(p) = &h.rewrite_prefix
+            && (!p.starts_with('/') || p.contains(['?', '#']))
+        {
+            self.error(
+                format!("{at}.rewrite_prefix"),
+                "must start with '/' and be a plain path",
+            );
+        }
+        let connect_timeout = self.duration(
+            &format!("{at}.connect_timeout"),
+            h.connect_timeout.as_deref(),
+            "2s",
+        );
+        let read_timeout = self.duration(
+            &format!("{at}.read_timeout"),
+            h.read_timeout.as_deref(),
+            "30s",
+        );
+        let total_timeout = self.duration(
+            &format!("{at}.total_timeout"),
+            h.total_timeout.as_deref(),
+            "60s",
+        );
+        if total_timeout < connect_timeout {
+            self.error(format!("{at}.total_timeout"), "must be >= connect_timeout");
+        }
+        HttpBackend {
+            upstreams,
+            rewrite_prefix: h
+                .rewrite_prefix
+                .as_ref()
+                .map(|p| p.trim_end_matches('/').to_string()),
+            connect_timeout,
+            read_timeout,
+            total_timeout,
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.error(
+                path,
+                format!("{text:?} is not an address like \"127.0.0.1:8080\""),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {
+        match value {
+            Some(0) => {
+                self.error(path, "must be > 0");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    fn body_cap(&mut self, path: &str, value: Option<u64>, default: u64) -> u64 {
+        match value {
+            Some(0) => {
+                self.error(path, "must be > 0");
+                default
+            }
+            Some(v) if v > MAX_BODY_BYTES_CEILING => {
+                self.error(
+                    path,
+                    format!("must be <= {MAX_BODY_BYTES_CEILING} (64 MiB)"),
+                );
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        match parse_duration(value.unwrap_or(default)) {
+            Ok(d) if d.is_zero() => {
+                self.error(path, "must be > 0");
+                Duration::from_secs(1)
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.error(path, e);
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn path_or(&self, value: Option<&str>, default: &str) -> PathBuf {
+        self.base_dir.join(value.unwrap_or(default))
+    }
+
+    fn required_file(&mut self, path: &str, value: Option<&str>) -> PathBuf {
+        let Some(value) = value else {
+            self.error(path, "is required");
+            return PathBuf::new();
+        };
+        let full = self.base_dir.join(value);
+        if !full.is_file() {
+            self.error(path, format!("file {} not found", full.display()));
+        }
+        full
+    }
+}
+
+/// Model names appear in URLs and metric labels: a short, safe charset.
+fn is_model_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

@@ -1,0 +1,76 @@
+//! The body stage: read the whole request body, capped and under a deadline, before any
+//! upstream is chosen — so a refused request sends no byte upstream.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use tokio::time::Instant;
+
+use modelgate_plugins::body::{Framing, check_framing, check_running_total};
+use modelgate_plugins::{Code, Denial};
+
+/// A body read that failed; `close` says the connection cannot be reused (body unread).
+#[derive(Debug)]
+pub struct BodyError {
+    pub denial: Denial,
+    pub close: bool,
+}
+
+/// Reads the body into memory. Refuses a declared length over `cap` before reading, and a
+/// chunked body as soon as it passes `cap`; answers `100 Continue` only to bodies it accepts.
+pub async fn read_body(
+    session: &mut Session,
+    cap: u64,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let head = session.req_header();
+    let framing = check_framing(&head.method, &head.headers, cap).map_err(|denial| BodyError {
+        denial,
+        close: true,
+    })?;
+    let expects_continue = head
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut buf = match framing {
+        Framing::Empty => return Ok(Bytes::new()),
+        // Bounded by `cap`, checked above.
+        Framing::Length(n) => BytesMut::with_capacity(usize::try_from(n).unwrap_or(0)),
+        Framing::Chunked => BytesMut::new(),
+    };
+    let fail = |code: Code, message: &str| BodyError {
+        denial: Denial::new(code, message),
+        close: true,
+    };
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|_| fail(Code::BadRequest, "connection failed"))?;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, session.read_request_body())
+            .await
+            .map_err(|_| {
+                fail(
+                    Code::RequestTimeout,
+                    "the request body did not arrive in time",
+                )
+            })?
+            .map_err(|_| {
+                fail(
+                    Code::BadRequest,
+                    "the request body is malformed or was cut short",
+                )
+            })?;
+        let Some(chunk) = chunk else { break };
+        check_running_total((buf.len() + chunk.len()) as u64, cap).map_err(|denial| BodyError {
+            denial,
+            close: true,
+        })?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,76 @@
+//! The embedded backend: ONNX models run in-process with tract, served over the Open
+//! Inference Protocol so the gateway works with no other service running.
+
+pub mod metadata;
+pub mod model;
+pub mod pool;
+pub mod v2;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use modelgate_plugins::{Code, Denial};
+
+pub use metadata::ModelMetadata;
+pub use model::OnnxModel;
+pub use pool::{InferencePool, PoolError};
+
+/// A model ready to serve: loaded once per config generation, shared by requests.
+pub struct EmbeddedModel {
+    model: Arc<OnnxModel>,
+}
+
+impl EmbeddedModel {
+    /// Loads the metadata and the ONNX file; fails with a message naming the bad file.
+    pub fn load(onnx: &Path, metadata: &Path) -> Result<EmbeddedModel, String> {
+        let meta = ModelMetadata::load(metadata)?;
+        Ok(EmbeddedModel {
+            model: Arc::new(OnnxModel::load(onnx, meta)?),
+        })
+    }
+
+    /// The model's metadata.
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.model.metadata
+    }
+
+    /// Parses, checks and runs an infer request body on the pool; returns the response JSON.
+    pub async fn infer(&self, pool: &InferencePool, body: &[u8]) -> Result<Vec<u8>, Denial> {
+        let request: v2::InferRequest = serde_json::from_slice(body).map_err(|e| {
+            if e.is_data() {
+                Denial::new(
+                    Code::InvalidInput,
+                    format!("invalid inference request: {e}"),
+                )
+            } else {
+                Denial::new(Code::InvalidJson, format!("malformed JSON: {e}"))
+            }
+        })?;
+        let batch = v2::to_batch(request, self.metadata())
+            .map_err(|m| Denial::new(Code::InvalidInput, m))?;
+        let model = Arc::clone(&self.model);
+        let (batch, outputs) = pool
+            .run(move || {
+                let mut batch = batch;
+                let data = std::mem::take(&mut batch.data);
+                let outputs = model.infer(batch.rows, data);
+                (batch, outputs)
+            })
+            .await
+            .map_err(|e| match e {
+                PoolError::Full => {
+                    Denial::new(Code::Overloaded, "the model is busy; retry shortly")
+                        .with_header("retry-after", "1")
+                }
+                PoolError::Stopped => Denial::new(Code::Internal, "inference is unavailable"),
+            })?;
+        let outputs = outputs.map_err(|e| {
+            log::error!(
+                "embedded inference failed for model {}: {e}",
+                self.metadata().name
+            );
+            Denial::new(Code::Internal, "inference failed")
+        })?;
+        Ok(v2::response_json(self.metadata(), &batch, &outputs))
+    }
+}

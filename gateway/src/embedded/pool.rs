@@ -1,0 +1,111 @@
+//! A bounded pool of blocking worker threads for inference, off the proxy's async threads.
+//! A full queue refuses the job at once (the caller answers 503) instead of growing.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Why a job did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("the inference queue is full")]
+    Full,
+    #[error("the inference pool has stopped")]
+    Stopped,
+}
+
+/// Fixed worker threads fed from one bounded queue.
+pub struct InferencePool {
+    sender: SyncSender<Job>,
+}
+
+impl InferencePool {
+    /// Starts `threads` workers sharing a queue of `queue_depth` waiting jobs.
+    pub fn new(threads: usize, queue_depth: usize) -> std::io::Result<InferencePool> {
+        let (sender, receiver) = sync_channel::<Job>(queue_depth);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            thread::Builder::new()
+                .name(format!("modelgate-infer-{i}"))
+                .spawn(move || worker(&receiver))?;
+        }
+        Ok(InferencePool { sender })
+    }
+
+    /// Runs `work` on a worker and awaits its result; refuses at once when the queue is full.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.submit(work)?.await.map_err(|_| PoolError::Stopped)
+    }
+
+    /// Queues `work` without waiting; the receiver yields its result.
+    pub fn submit<T, F>(&self, work: F) -> Result<oneshot::Receiver<T>, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The requester may have gone (client disconnect): nothing to do then.
+            let _ = tx.send(work());
+        });
+        self.sender.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => PoolError::Full,
+            TrySendError::Disconnected(_) => PoolError::Stopped,
+        })?;
+        Ok(rx)
+    }
+}
+
+fn worker(receiver: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match receiver.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[tokio::test]
+    async fn runs_jobs_and_returns_results() {
+        let pool = InferencePool::new(2, 4).unwrap();
+        assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_refused_not_grown() {
+        let pool = InferencePool::new(1, 1).unwrap();
+        let (release, wait) = channel::<()>();
+        let (started_tx, started) = channel::<()>();
+        // Occupy the only worker until released, then fill the one queue slot.
+        let busy = pool
+            .submit(move || {
+                started_tx.send(()).unwrap();
+                wait.recv().unwrap();
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let queued = pool.submit(|| 1).unwrap();
+        assert_eq!(pool.submit(|| 2).err(), Some(PoolError::Full));
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        assert_eq!(queued.await.unwrap(), 1);
+    }
+}

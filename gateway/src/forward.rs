@@ -1,0 +1,351 @@
+//! Forwarding to HTTP backends over Pingora's pooled keep-alive connections. The request
+//! body is already buffered, so this sends head and body in one go, then streams the
+//! response back.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Version, header};
+use pingora::connectors::http::v1::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorType, OrErr};
+
+use modelgate_config::HttpBackend;
+use modelgate_plugins::{Code, Denial};
+
+use crate::trace;
+
+/// How long an idle upstream connection stays in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A route's HTTP backends, picked round-robin.
+pub struct HttpUpstreams {
+    peers: Vec<(HttpPeer, String)>,
+    next: AtomicUsize,
+    rewrite_prefix: Option<String>,
+    total_timeout: Duration,
+}
+
+/// What went wrong while forwarding.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// Nothing was sent downstream yet: answer with this denial.
+    BeforeResponse(Denial),
+    /// The response had started: the downstream connection must be dropped.
+    AfterResponse(Box<pingora::Error>),
+}
+
+impl HttpUpstreams {
+    /// Resolves every upstream address once; the error names the one that failed.
+    pub fn build(config: &HttpBackend) -> Result<HttpUpstreams, (usize, String)> {
+        let peers = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let addr: SocketAddr = url
+                    .authority()
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| (i, format!("cannot resolve {}", url.authority())))?;
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.connection_timeout = Some(config.connect_timeout);
+                peer.options.read_timeout = Some(config.read_timeout);
+                peer.options.write_timeout = Some(config.read_timeout);
+                peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+                Ok((peer, url.base_path.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(HttpUpstreams {
+            peers,
+            next: AtomicUsize::new(0),
+            rewrite_prefix: config.rewrite_prefix.clone(),
+            total_timeout: config.total_timeout,
+        })
+    }
+
+    /// Forwards the request whose path matched `prefix_len` bytes of route prefix, with the
+    /// already-read `body`, and streams the response to the client.
+    pub async fn forward(
+        &self,
+        connector: &Connector,
+        session: &mut Session,
+        body: Bytes,
+        prefix_len: usize,
+    ) -> Result<u16, ForwardError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
+        let (peer, base_path) = &self.peers[index];
+        let request = self.upstream_request(session, base_path, prefix_len, body.len())?;
+        match tokio::time::timeout(
+            self.total_timeout,
+            exchange(connector, peer, session, request, body),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) if session.response_written().is_none() => {
+                Err(ForwardError::BeforeResponse(timeout_denial()))
+            }
+            Err(_) => Err(ForwardError::AfterResponse(pingora::Error::new(
+                ErrorType::ReadTimedout,
+            ))),
+        }
+    }
+
+    fn upstream_request(
+        &self,
+        session: &Session,
+        base_path: &str,
+        prefix_len: usize,
+        body_len: usize,
+    ) -> Result<Box<RequestHeader>, ForwardError> {
+        let downstream = session.req_header();
+        let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        let rest = path_and_query.get(prefix_len..).unwrap_or("");
+        let path = match &self.rewrite_prefix {
+            Some(rewrite) => join_path(base_path, &join_path(rewrite, rest)),
+            None => join_path(base_path, path_and_query),
+        };
+        let invalid = || {
+            ForwardError::BeforeResponse(Denial::new(
+                Code::BadRequest,
+                "the request target is invalid",
+            ))
+        };
+        let mut request = downstream.clone();
+        request.set_uri(http::Uri::try_from(path).map_err(|_| invalid())?);
+        request.set_version(Version::HTTP_11);
+        let had_body_framing = request.headers.contains_key(header::CONTENT_LENGTH)
+            || request.headers.contains_key(header::TRANSFER_ENCODING);
+        let mut strip = hop_by_hop_names(&request.headers, true);
+        strip.extend([header::EXPECT, header::PROXY_AUTHORIZATION]);
+        for name in strip {
+            request.remove_header(&name);
+        }
+        if body_len > 0 || had_body_framing {
+            request
+                .insert_header(header::CONTENT_LENGTH, body_len.to_string())
+                .map_err(|_| invalid())?;
+        }
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(ip) = peer_ip {
+            let forwarded = match request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+                _ => ip,
+            };
+            request
+                .insert_header("x-forwarded-for", forwarded)
+                .map_err(|_| invalid())?;
+        }
+        let traceparent = trace::propagate(request.headers.get("traceparent"));
+        request
+            .insert_header("traceparent", traceparent)
+            .map_err(|_| invalid())?;
+        Ok(Box::new(request))
+    }
+}
+
+/// One upstream exchange; a failure on a reused pooled connection before any response byte
+/// is retried once on a fresh connection (the classic keep-alive race).
+async fn exchange(
+    connector: &Connector,
+    peer: &HttpPeer,
+    session: &mut Session,
+    request: Box<RequestHeader>,
+    body: Bytes,
+) -> Result<u16, ForwardError> {
+    let mut attempt = 0;
+    let (mut upstream, response) = loop {
+        attempt += 1;
+        let (mut upstream, reused) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
+        match send_request(&mut upstream, request.clone(), &body).await {
+            Ok(response) => break (upstream, response),
+            Err(e) if reused && attempt == 1 && !is_timeout(&e) => continue,
+            Err(e) => return Err(ForwardError::BeforeResponse(upstream_denial(&e))),
+        }
+    };
+    let status = response.status.as_u16();
+    let response = downstream_response(response);
+    let done = upstream.is_body_done();
+    session
+        .write_response_header(response, done)
+        .await
+        .map_err(ForwardError::AfterResponse)?;
+    while !upstream.is_body_done() {
+        let chunk = upstream
+            .read_body_bytes()
+            .await
+            .map_err(ForwardError::AfterResponse)?;
+        let end = chunk.is_none() || upstream.is_body_done();
+        session
+            .write_response_body(chunk, end)
+            .await
+            .map_err(ForwardError::AfterResponse)?;
+        if end {
+            break;
+        }
+    }
+    connector
+        .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
+        .await;
+    Ok(status)
+}
+
+async fn send_request(
+    upstream: &mut UpstreamSession,
+    request: Box<RequestHeader>,
+    body: &Bytes,
+) -> pingora::Result<Box<ResponseHeader>> {
+    upstream.write_request_header(request).await?;
+    if !body.is_empty() {
+        upstream.write_body(body).await?;
+    }
+    upstream.finish_body().await?;
+    loop {
+        let response = upstream.read_resp_header_parts().await?;
+        // 1xx interim responses (other than 101) are not forwarded.
+        if !response.status.is_informational() {
+            return Ok(response);
+        }
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(pingora::Error::new(ErrorType::InvalidHTTPHeader))
+                .or_err(ErrorType::InvalidHTTPHeader, "upgrades are not proxied");
+        }
+    }
+}
+
+fn downstream_response(mut response: Box<ResponseHeader>) -> Box<ResponseHeader> {
+    // Transfer-Encoding stays: Pingora re-frames the body for the client from it.
+    for name in hop_by_hop_names(&response.headers, false) {
+        response.remove_header(&name);
+    }
+    response
+}
+
+/// The headers named in `Connection` plus the fixed hop-by-hop set (RFC 9110 §7.6.1).
+/// `Transfer-Encoding` is included only `with_framing` (the request side, which is
+/// re-framed with `Content-Length`).
+fn hop_by_hop_names(headers: &HeaderMap, with_framing: bool) -> Vec<HeaderName> {
+    let listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::try_from(token.trim()).ok());
+    let fixed = headers.keys().filter(|k| is_hop_by_hop(k)).cloned();
+    let mut names: Vec<HeaderName> = listed
+        .chain(fixed)
+        .filter(|name| with_framing || *name != header::TRANSFER_ENCODING)
+        .collect();
+    names.dedup();
+    names
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+fn join_path(prefix: &str, rest: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    match rest {
+        "" => {
+            if prefix.is_empty() {
+                "/".to_string()
+            } else {
+                prefix.to_string()
+            }
+        }
+        r if r.starts_with('/') => format!("{prefix}{r}"),
+        r if r.starts_with('?') => format!("{}{r}", if prefix.is_empty() { "/" } else { prefix }),
+        r => format!("{prefix}/{r}"),
+    }
+}
+
+fn is_timeout(e: &pingora::Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+fn timeout_denial() -> Denial {
+    Denial::new(Code::UpstreamTimeout, "the upstream did not answer in time")
+}
+
+fn upstream_denial(e: &pingora::Error) -> Denial {
+    log::warn!("upstream failed: {e}");
+    if is_timeout(e) {
+        timeout_denial()
+    } else {
+        Denial::new(
+            Code::UpstreamUnavailable,
+            "the upstream refused or reset the connection",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn joins_paths() {
+        assert_eq!(join_path("", "/a?b"), "/a?b");
+        assert_eq!(join_path("/base", "/a"), "/base/a");
+        assert_eq!(join_path("/predict", ""), "/predict");
+        assert_eq!(join_path("/predict", "?x=1"), "/predict?x=1");
+        assert_eq!(join_path("/", ""), "/");
+        assert_eq!(join_path("/", "/x"), "/x");
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("x-end-to-end", "kept"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let response_side = hop_by_hop_names(&h, false);
+        assert!(!response_side.contains(&header::TRANSFER_ENCODING));
+        assert!(response_side.iter().any(|n| n == "x-secret-hop"));
+        for name in hop_by_hop_names(&h.clone(), true) {
+            h.remove(name);
+        }
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+}

@@ -1,0 +1,82 @@
+//! The Pingora `ProxyHttp` implementation: thin. Everything happens in `request_filter`
+//! (the pipeline answers every request itself), so Pingora never opens an upstream on its
+//! own and a refused request cannot leak a byte upstream.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType};
+
+use crate::pipeline::{self, Outcome, Shared};
+use crate::snapshot::Snapshot;
+
+/// The data-plane service.
+pub struct Gateway {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state kept for logging.
+pub struct RequestCtx {
+    started: Instant,
+    generation: u64,
+    outcome: Outcome,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            generation: 0,
+            outcome: Outcome::default(),
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let snapshot = self.snapshot.load_full();
+        ctx.generation = snapshot.generation;
+        pipeline::handle(&self.shared, &snapshot, session, &mut ctx.outcome).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        // Unreachable: request_filter always answers.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no upstream outside the pipeline",
+        ))
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let o = &ctx.outcome;
+        log::info!(
+            target: "access",
+            "{}",
+            serde_json::json!({
+                "method": session.req_header().method.as_str(),
+                "path": session.req_header().uri.path(),
+                "route": o.route,
+                "status": o.status,
+                "code": o.code.map(|c| c.as_str()),
+                "duration_us": ctx.started.elapsed().as_micros() as u64,
+                "generation": ctx.generation,
+                "error": error.map(|e| e.etype().as_str()),
+            })
+        );
+    }
+}

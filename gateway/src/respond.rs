@@ -1,0 +1,58 @@
+//! The one place that turns verdicts and results into HTTP responses. Error bodies are
+//! `{"error":{"code":"...","message":"..."}}`; they never carry secrets or internal causes.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use modelgate_plugins::Denial;
+
+/// The JSON body of a denial.
+pub fn denial_body(denial: &Denial) -> Bytes {
+    let body = serde_json::json!({
+        "error": { "code": denial.code.as_str(), "message": denial.message }
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Sends a denial. `close` ends the connection afterwards (e.g. an unread body remains).
+pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingora::Result<()> {
+    let mut headers: Vec<(&str, String)> = denial
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    if let Some(after) = denial.retry_after {
+        headers.push(("retry-after", after.as_secs().max(1).to_string()));
+    }
+    if close {
+        session.set_keepalive(None);
+        headers.push(("connection", "close".to_string()));
+    }
+    json(session, denial.status(), denial_body(denial), &headers).await
+}
+
+/// Sends a complete JSON response with `Content-Length`.
+pub async fn json(
+    session: &mut Session,
+    status: StatusCode,
+    body: Bytes,
+    extra_headers: &[(&str, String)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4 + extra_headers.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra_headers {
+        header.append_header(name.to_string(), value.as_str())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

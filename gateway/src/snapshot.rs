@@ -1,0 +1,100 @@
+//! A config generation made ready to serve: routes indexed, models loaded, upstreams
+//! resolved. Built completely before it is used; requests pin one snapshot for their life.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use modelgate_config::{Backend, Config, ConfigError, Route};
+
+use crate::embedded::EmbeddedModel;
+use crate::forward::HttpUpstreams;
+use crate::routes::RouteIndex;
+
+/// One route with its backend built.
+pub struct BuiltRoute {
+    pub config: Route,
+    pub backend: BuiltBackend,
+}
+
+/// A route's backend, ready to take requests.
+pub enum BuiltBackend {
+    Embedded(Arc<EmbeddedModel>),
+    Http(HttpUpstreams),
+}
+
+/// Everything a request needs from the configuration.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+    pub index: RouteIndex,
+    pub routes: Vec<BuiltRoute>,
+}
+
+impl Snapshot {
+    /// Builds every route's backend; collects every failure with its config path.
+    pub fn build(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, route) in config.routes.iter().enumerate() {
+            let backend = match &route.backend {
+                Backend::Embedded { onnx, metadata } => match EmbeddedModel::load(onnx, metadata) {
+                    Ok(model) => {
+                        let served = route.model.as_deref().unwrap_or_default();
+                        if model.metadata().name != served {
+                            errors.push(ConfigError {
+                                path: format!("routes[{i}].model"),
+                                message: format!(
+                                    "{served:?} differs from the metadata's model name {:?}",
+                                    model.metadata().name
+                                ),
+                            });
+                        }
+                        Some(BuiltBackend::Embedded(Arc::new(model)))
+                    }
+                    Err(message) => {
+                        errors.push(ConfigError {
+                            path: format!("routes[{i}].embedded"),
+                            message,
+                        });
+                        None
+                    }
+                },
+                Backend::Http(http) => match HttpUpstreams::build(http) {
+                    Ok(upstreams) => Some(BuiltBackend::Http(upstreams)),
+                    Err((j, message)) => {
+                        errors.push(ConfigError {
+                            path: format!("routes[{i}].http.upstreams[{j}]"),
+                            message,
+                        });
+                        None
+                    }
+                },
+            };
+            if let Some(backend) = backend {
+                routes.push(BuiltRoute {
+                    config: route.clone(),
+                    backend,
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let index = RouteIndex::new(
+            routes
+                .iter()
+                .map(|r| (r.config.model.as_deref(), r.config.path_prefix.as_deref())),
+        );
+        Ok(Snapshot {
+            generation,
+            config,
+            index,
+            routes,
+        })
+    }
+
+    /// Reads, validates and builds the config file: what `check`, `serve` and reloads run.
+    pub fn load(path: &Path, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
+        Snapshot::build(modelgate_config::load(path)?, generation)
+    }
+}

@@ -1,0 +1,152 @@
+//! What a stage decides: continue, or deny with a stable code. A denial is not an error.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// The closed set of error codes clients see in `{"error":{"code":...}}`.
+/// Stable for clients and bounded for metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    RouteNotFound,
+    ModelNotFound,
+    MethodNotAllowed,
+    LengthRequired,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    InvalidJson,
+    InvalidInput,
+    BadRequest,
+    Overloaded,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    Internal,
+}
+
+impl Code {
+    /// Every code, for metrics and documentation.
+    pub const ALL: [Code; 14] = [
+        Code::RouteNotFound,
+        Code::ModelNotFound,
+        Code::MethodNotAllowed,
+        Code::LengthRequired,
+        Code::PayloadTooLarge,
+        Code::RequestTimeout,
+        Code::UnsupportedMediaType,
+        Code::InvalidJson,
+        Code::InvalidInput,
+        Code::BadRequest,
+        Code::Overloaded,
+        Code::UpstreamUnavailable,
+        Code::UpstreamTimeout,
+        Code::Internal,
+    ];
+
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::RouteNotFound => "route_not_found",
+            Code::ModelNotFound => "model_not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::LengthRequired => "length_required",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::RequestTimeout => "request_timeout",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::InvalidJson => "invalid_json",
+            Code::InvalidInput => "invalid_input",
+            Code::BadRequest => "bad_request",
+            Code::Overloaded => "overloaded",
+            Code::UpstreamUnavailable => "upstream_unavailable",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status this code is sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::RouteNotFound | Code::ModelNotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::InvalidJson | Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal, turned into a response in one place by the gateway.
+/// `message` is shown to the client: it must never hold a secret or an internal cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub code: Code,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// Extra response headers (e.g. `Allow` on a 405).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Denial {
+    /// A denial with the code's status and a client-facing message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Denial {
+            code,
+            message: message.into(),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+}
+
+/// A stage's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Deny(Denial),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_client_errors_are_4xx() {
+        let names: HashSet<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), Code::ALL.len());
+        for c in [
+            Code::RouteNotFound,
+            Code::PayloadTooLarge,
+            Code::InvalidJson,
+            Code::InvalidInput,
+        ] {
+            assert!(c.status().is_client_error(), "{c}");
+        }
+        assert_eq!(Code::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+}
