@@ -1,5 +1,7 @@
 //! End-to-end runs against the in-process upstream on 127.0.0.1:0.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
