@@ -139,7 +139,9 @@ async fn run(
                         ok_json(session, outcome, body.as_bytes()).await
                     }
                     ModelOp::Infer => {
-                        let response = model.infer(&shared.pool, &body).await?;
+                        let response = model
+                            .infer(&shared.pool, &body, limits.max_json_depth)
+                            .await?;
                         ok_json(session, outcome, &response).await
                     }
                     ModelOp::Other => {

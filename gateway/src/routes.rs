@@ -54,7 +54,7 @@ impl RouteIndex {
                 index.prefixes.push((p.to_string(), i));
             }
         }
-        index.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        index.prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         index
     }
 

@@ -4,7 +4,9 @@
 //! A stage returns a [`Verdict`]: continue, or a [`Denial`] with a stable [`Code`]. `Err`
 //! ([`StageError`]) means the stage itself broke; the route decides fail-closed or fail-open.
 
+pub mod auth;
 pub mod body;
+pub mod json_limits;
 pub mod stage;
 pub mod verdict;
 

@@ -20,6 +20,10 @@ pub enum Code {
     InvalidInput,
     BadRequest,
     Overloaded,
+    MissingCredentials,
+    InvalidCredentials,
+    ModelNotAllowed,
+    TooManyAuthFailures,
     UpstreamUnavailable,
     UpstreamTimeout,
     Internal,
@@ -27,7 +31,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 18] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
@@ -39,6 +43,10 @@ impl Code {
         Code::InvalidInput,
         Code::BadRequest,
         Code::Overloaded,
+        Code::MissingCredentials,
+        Code::InvalidCredentials,
+        Code::ModelNotAllowed,
+        Code::TooManyAuthFailures,
         Code::UpstreamUnavailable,
         Code::UpstreamTimeout,
         Code::Internal,
@@ -58,6 +66,10 @@ impl Code {
             Code::InvalidInput => "invalid_input",
             Code::BadRequest => "bad_request",
             Code::Overloaded => "overloaded",
+            Code::MissingCredentials => "missing_credentials",
+            Code::InvalidCredentials => "invalid_credentials",
+            Code::ModelNotAllowed => "model_not_allowed",
+            Code::TooManyAuthFailures => "too_many_auth_failures",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
@@ -76,6 +88,9 @@ impl Code {
             Code::InvalidJson | Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Code::ModelNotAllowed => StatusCode::FORBIDDEN,
+            Code::TooManyAuthFailures => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,7 +29,10 @@ impl Response {
 
     /// The `error.code` of a JSON error body.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -45,7 +48,10 @@ impl Conn {
         let stream = TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::new() })
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
     }
 
     /// Sends raw bytes.
@@ -76,11 +82,16 @@ impl Conn {
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
         let get = |name: &str| {
-            headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
         };
         let body = if status == 204 || status == 304 || (100..200).contains(&status) {
             Vec::new()
-        } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        } else if get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
             self.read_chunked()?
         } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             while self.buf.len() < len {
@@ -91,7 +102,11 @@ impl Conn {
             while self.fill().is_ok() {}
             std::mem::take(&mut self.buf)
         };
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Sends a request and reads its response.
@@ -107,7 +122,10 @@ impl Conn {
         match self.stream.read(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         }
     }
 
@@ -115,7 +133,10 @@ impl Conn {
         let mut chunk = [0u8; 16 * 1024];
         let n = self.stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
@@ -154,7 +175,10 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
 
 /// `GET path` on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
-    send(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    )
 }
 
 /// `POST path` with a JSON body and extra header lines (each ending in `\r\n`).

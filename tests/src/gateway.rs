@@ -83,7 +83,10 @@ impl GatewayProcess {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = gateway.child.try_wait() {
-                return Err(format!("modelgate exited with {status}:\n{}", gateway.logs()));
+                return Err(format!(
+                    "modelgate exited with {status}:\n{}",
+                    gateway.logs()
+                ));
             }
             let ready = client::Conn::open(gateway.admin)
                 .and_then(|mut c| c.request(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"))
@@ -93,12 +96,16 @@ impl GatewayProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("modelgate was not ready within 60 s:\n{}", gateway.logs()))
+        Err(format!(
+            "modelgate was not ready within 60 s:\n{}",
+            gateway.logs()
+        ))
     }
 
     /// Everything the process wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 

@@ -31,7 +31,10 @@ pub struct Seen {
 impl Seen {
     /// First header value by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -57,7 +60,11 @@ impl Upstream {
                 std::thread::spawn(move || serve(stream, &behaviour, &reqs));
             }
         });
-        Upstream { addr, connections, requests }
+        Upstream {
+            addr,
+            connections,
+            requests,
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -142,5 +149,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).ok()?;
-    Some(Seen { method, target, headers, body })
+    Some(Seen {
+        method,
+        target,
+        headers,
+        body,
+    })
 }

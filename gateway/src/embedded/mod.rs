@@ -35,7 +35,13 @@ impl EmbeddedModel {
     }
 
     /// Parses, checks and runs an infer request body on the pool; returns the response JSON.
-    pub async fn infer(&self, pool: &InferencePool, body: &[u8]) -> Result<Vec<u8>, Denial> {
+    pub async fn infer(
+        &self,
+        pool: &InferencePool,
+        body: &[u8],
+        max_json_depth: usize,
+    ) -> Result<Vec<u8>, Denial> {
+        modelgate_plugins::json_limits::check_depth(body, max_json_depth)?;
         let request: v2::InferRequest = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
                 Denial::new(
