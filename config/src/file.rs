@@ -14,7 +14,53 @@ pub struct ConfigFile {
     #[serde(default)]
     pub inference: InferenceSection,
     #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
     pub routes: Vec<RouteSection>,
+}
+
+/// `[auth]`: API keys and JWT issuers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// JSON key store (hashes only); created when first written.
+    pub key_store: Option<String>,
+    /// Env var holding the pepper for HMAC-SHA-256 key hashes.
+    pub pepper_env: Option<String>,
+    /// File holding the pepper (alternative to `pepper_env`).
+    pub pepper_file: Option<String>,
+    /// Headers an API key is read from (default `authorization` (Bearer) and `x-api-key`).
+    pub api_key_headers: Option<Vec<String>>,
+    /// On `serve`, issue one key when the key store is empty and print it once.
+    pub bootstrap_key: Option<bool>,
+    /// Failed attempts a peer address may make per minute before getting 429.
+    pub max_failures_per_minute: Option<u32>,
+    /// Peer addresses tracked by the failure limiter (memory bound).
+    pub max_tracked_peers: Option<usize>,
+    #[serde(default)]
+    pub jwt: Vec<JwtIssuerSection>,
+}
+
+/// One `[[auth.jwt]]` issuer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerSection {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<String>,
+    pub hmac_secret_env: Option<String>,
+    pub hmac_secret_file: Option<String>,
+    pub leeway: Option<String>,
+    pub consumer_claim: Option<String>,
+    pub plan_claim: Option<String>,
+    pub scopes_claim: Option<String>,
+    pub group_claim: Option<String>,
+    pub default_plan: Option<String>,
 }
 
 /// `[server]`: listeners and process settings (changing them needs a restart).
@@ -27,6 +73,9 @@ pub struct ServerSection {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<String>,
+    /// Env var / file holding the bearer token for mutating admin endpoints.
+    pub admin_token_env: Option<String>,
+    pub admin_token_file: Option<String>,
 }
 
 /// `[limits]`: bounds on what a client controls, defaults for every route.
@@ -58,6 +107,12 @@ pub struct RouteSection {
     /// Allowed methods for `path_prefix` routes (default: any).
     pub methods: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
+    /// No credential needed (default false: every model route requires one).
+    pub public: Option<bool>,
+    /// Pass `Authorization`/API-key headers on to the backend (default false).
+    pub forward_credentials: Option<bool>,
+    /// Also accept an API key from the `api_key` query parameter (default false).
+    pub api_key_in_query: Option<bool>,
     pub embedded: Option<EmbeddedSection>,
     pub http: Option<HttpSection>,
 }

@@ -13,7 +13,10 @@ use std::path::Path;
 
 pub use duration::parse_duration;
 pub use file::ConfigFile;
-pub use model::{Backend, Config, HttpBackend, InferencePool, Limits, Route, ServerSettings};
+pub use model::{
+    Auth, Backend, Config, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits, Route,
+    SecretSource, ServerSettings,
+};
 pub use upstream_url::{UpstreamUrl, parse_upstream_url};
 pub use validate::validate;
 
@@ -77,6 +80,7 @@ mod tests {
 [[routes]]
 name = "digits"
 model = "digits"
+public = true
 [routes.embedded]
 onnx = "Cargo.toml"
 metadata = "Cargo.toml"
@@ -103,6 +107,7 @@ metadata = "Cargo.toml"
 [[routes]]
 name = "echo"
 path_prefix = "/echo/"
+public = true
 methods = ["post", "GET"]
 max_body_bytes = 10
 [routes.http]

@@ -13,7 +13,66 @@ pub struct Config {
     pub server: ServerSettings,
     pub limits: Limits,
     pub inference: InferencePool,
+    pub auth: Auth,
     pub routes: Vec<Route>,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    /// API key store file, if API keys are enabled.
+    pub key_store: Option<PathBuf>,
+    /// Where the key-hash pepper comes from, if anywhere.
+    pub pepper: Option<SecretSource>,
+    /// Lower-case header names carrying API keys; `authorization` means `Bearer <key>`.
+    pub api_key_headers: Vec<String>,
+    pub bootstrap_key: bool,
+    pub max_failures_per_minute: u32,
+    pub max_tracked_peers: usize,
+    pub jwt: Vec<JwtIssuer>,
+}
+
+impl Auth {
+    /// Whether any credential could be accepted.
+    pub fn enabled(&self) -> bool {
+        self.key_store.is_some() || !self.jwt.is_empty()
+    }
+}
+
+/// A secret read at build time from an env var or a file (never from the config itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    None,
+    File(PathBuf),
+    /// Fetched over plain HTTP, refreshed every `refresh`.
+    Url {
+        url: UpstreamUrl,
+        refresh: Duration,
+    },
+}
+
+/// One JWT issuer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    /// Upper-case algorithm names (`RS256`, `EdDSA`, ...), checked against the known set.
+    pub algorithms: Vec<String>,
+    pub jwks: JwksSource,
+    pub hmac_secret: Option<SecretSource>,
+    pub leeway: Duration,
+    pub consumer_claim: String,
+    pub plan_claim: String,
+    pub scopes_claim: String,
+    pub group_claim: Option<String>,
+    pub default_plan: String,
 }
 
 /// Listener and process settings; a change to these needs a restart.
@@ -27,6 +86,8 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// How long in-flight requests may finish after SIGTERM.
     pub grace_period: Duration,
+    /// Token for mutating admin endpoints; without one they are refused.
+    pub admin_token: Option<SecretSource>,
 }
 
 /// Bounds on what a client controls.
@@ -57,6 +118,9 @@ pub struct Route {
     /// Allowed methods (upper case) for path-prefix requests; `None` allows any.
     pub methods: Option<Vec<String>>,
     pub max_body_bytes: u64,
+    pub public: bool,
+    pub forward_credentials: bool,
+    pub api_key_in_query: bool,
     pub backend: Backend,
 }
 

@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::file::{ConfigFile, HttpSection, RouteSection};
-use crate::model::{Backend, Config, HttpBackend, InferencePool, Limits, Route, ServerSettings};
+use crate::file::{AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection};
+use crate::model::{
+    Auth, Backend, Config, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits, Route,
+    SecretSource, ServerSettings,
+};
 use crate::{ConfigError, parse_duration, parse_upstream_url};
 
 /// Default data listener.
@@ -31,12 +34,25 @@ pub fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Config, Vec<Config
         threads: v.positive("inference.threads", file.inference.threads, 1),
         queue_depth: v.positive("inference.queue_depth", file.inference.queue_depth, 64),
     };
+    let auth = v.auth(&file.auth);
     let routes = v.routes(&file.routes, &limits);
+    if !auth.enabled() {
+        for (i, r) in routes.iter().enumerate() {
+            if !r.public {
+                v.error(
+                    format!("routes[{i}]"),
+                    "needs credentials but [auth] has no key_store and no jwt issuer; \
+                     configure one or set `public = true`",
+                );
+            }
+        }
+    }
     if v.errors.is_empty() {
         Ok(Config {
             server,
             limits,
             inference,
+            auth,
             routes,
         })
     } else {
@@ -75,6 +91,11 @@ impl Validator<'_> {
             pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
             upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
             grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),
+            admin_token: self.secret_source(
+                "server.admin_token",
+                s.admin_token_env.as_deref(),
+                s.admin_token_file.as_deref(),
+            ),
         }
     }
 
@@ -184,10 +205,172 @@ impl Validator<'_> {
                     .map(|p| p.trim_end_matches('/').to_string()),
                 methods,
                 max_body_bytes,
+                public: r.public.unwrap_or(false),
+                forward_credentials: r.forward_credentials.unwrap_or(false),
+                api_key_in_query: r.api_key_in_query.unwrap_or(false),
                 backend,
             });
         }
         out
+    }
+
+    fn auth(&mut self, a: &AuthSection) -> Auth {
+        let pepper = self.secret_source(
+            "auth.pepper",
+            a.pepper_env.as_deref(),
+            a.pepper_file.as_deref(),
+        );
+        let api_key_headers = match &a.api_key_headers {
+            None => vec!["authorization".to_string(), "x-api-key".to_string()],
+            Some(list) => {
+                if list.is_empty() {
+                    self.error("auth.api_key_headers", "must name at least one header");
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let lower = h.to_ascii_lowercase();
+                        if lower.is_empty()
+                            || !lower
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        {
+                            self.error(
+                                format!("auth.api_key_headers[{i}]"),
+                                format!("{h:?} is not a header name"),
+                            );
+                        }
+                        lower
+                    })
+                    .collect()
+            }
+        };
+        let max_failures_per_minute = match a.max_failures_per_minute {
+            Some(0) => {
+                self.error("auth.max_failures_per_minute", "must be > 0");
+                30
+            }
+            Some(n) => n,
+            None => 30,
+        };
+        let jwt = a
+            .jwt
+            .iter()
+            .enumerate()
+            .map(|(i, j)| self.jwt_issuer(&format!("auth.jwt[{i}]"), j))
+            .collect();
+        Auth {
+            key_store: a.key_store.as_deref().map(|p| self.base_dir.join(p)),
+            pepper,
+            api_key_headers,
+            bootstrap_key: a.bootstrap_key.unwrap_or(false),
+            max_failures_per_minute,
+            max_tracked_peers: self.positive("auth.max_tracked_peers", a.max_tracked_peers, 10_000),
+            jwt,
+        }
+    }
+
+    fn jwt_issuer(&mut self, at: &str, j: &JwtIssuerSection) -> JwtIssuer {
+        const ALGORITHMS: [&str; 12] = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+            "HS256", "HS384", "HS512",
+        ];
+        let issuer = j.issuer.clone().unwrap_or_default();
+        if issuer.is_empty() {
+            self.error(format!("{at}.issuer"), "is required");
+        }
+        if j.audiences.is_empty() || j.audiences.iter().any(String::is_empty) {
+            self.error(
+                format!("{at}.audiences"),
+                "at least one non-empty audience is required",
+            );
+        }
+        if j.algorithms.is_empty() {
+            self.error(
+                format!("{at}.algorithms"),
+                "at least one algorithm is required",
+            );
+        }
+        for (k, alg) in j.algorithms.iter().enumerate() {
+            if !ALGORITHMS.contains(&alg.as_str()) {
+                self.error(
+                    format!("{at}.algorithms[{k}]"),
+                    format!("{alg:?} is not one of {}", ALGORITHMS.join(", ")),
+                );
+            }
+        }
+        let hmac_secret = self.secret_source(
+            &format!("{at}.hmac_secret"),
+            j.hmac_secret_env.as_deref(),
+            j.hmac_secret_file.as_deref(),
+        );
+        let wants_hmac = j.algorithms.iter().any(|a| a.starts_with("HS"));
+        if wants_hmac && hmac_secret.is_none() {
+            self.error(
+                format!("{at}.algorithms"),
+                "HS* algorithms need hmac_secret_env or hmac_secret_file",
+            );
+        }
+        let refresh = self.duration(
+            &format!("{at}.jwks_refresh"),
+            j.jwks_refresh.as_deref(),
+            "5m",
+        );
+        let jwks = match (&j.jwks_file, &j.jwks_url) {
+            (Some(_), Some(_)) => {
+                self.error(at, "set jwks_file or jwks_url, not both");
+                JwksSource::None
+            }
+            (Some(file), None) => {
+                JwksSource::File(self.required_file(&format!("{at}.jwks_file"), Some(file)))
+            }
+            (None, Some(url)) => match parse_upstream_url(url) {
+                Ok(url) => JwksSource::Url { url, refresh },
+                Err(e) => {
+                    self.error(format!("{at}.jwks_url"), e);
+                    JwksSource::None
+                }
+            },
+            (None, None) => {
+                if j.algorithms.iter().any(|a| !a.starts_with("HS")) {
+                    self.error(at, "asymmetric algorithms need jwks_file or jwks_url");
+                }
+                JwksSource::None
+            }
+        };
+        let claim = |value: &Option<String>, default: &str| {
+            value.clone().unwrap_or_else(|| default.to_string())
+        };
+        JwtIssuer {
+            issuer,
+            audiences: j.audiences.clone(),
+            algorithms: j.algorithms.clone(),
+            jwks,
+            hmac_secret,
+            leeway: self.duration_allow_zero(&format!("{at}.leeway"), j.leeway.as_deref(), "60s"),
+            consumer_claim: claim(&j.consumer_claim, "sub"),
+            plan_claim: claim(&j.plan_claim, "plan"),
+            scopes_claim: claim(&j.scopes_claim, "scope"),
+            group_claim: j.group_claim.clone(),
+            default_plan: claim(&j.default_plan, "default"),
+        }
+    }
+
+    fn secret_source(
+        &mut self,
+        at: &str,
+        env: Option<&str>,
+        file: Option<&str>,
+    ) -> Option<SecretSource> {
+        match (env, file) {
+            (Some(_), Some(_)) => {
+                self.error(at, "set the _env or the _file variant, not both");
+                None
+            }
+            (Some(var), None) => Some(SecretSource::Env(var.to_string())),
+            (None, Some(file)) => Some(SecretSource::File(self.base_dir.join(file))),
+            (None, None) => None,
+        }
     }
 
     fn backend(&mut self, at: &str, r: &RouteSection) -> Backend {
@@ -328,6 +511,13 @@ impl Validator<'_> {
                 Duration::from_secs(1)
             }
         }
+    }
+
+    fn duration_allow_zero(&mut self, path: &str, value: Option<&str>, default: &str) -> Duration {
+        parse_duration(value.unwrap_or(default)).unwrap_or_else(|e| {
+            self.error(path, e);
+            Duration::ZERO
+        })
     }
 
     fn path_or(&self, value: Option<&str>, default: &str) -> PathBuf {

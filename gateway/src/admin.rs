@@ -1,23 +1,26 @@
-//! The admin listener (loopback by default): `/healthz`, `/readyz`.
+//! The admin listener (loopback by default): `/healthz`, `/readyz`, `POST /admin/reload`.
+//! Mutating endpoints need the admin bearer token; without a configured token they are off.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
+use subtle::ConstantTimeEq;
 
 use modelgate_plugins::{Code, Denial};
 
+use crate::reload::Reloader;
 use crate::respond;
-use crate::snapshot::Snapshot;
 
 /// The admin service.
 pub struct Admin {
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub reloader: Arc<Reloader>,
+    /// Bearer token for mutating endpoints, read at start-up.
+    pub token: Option<Vec<u8>>,
 }
 
 #[async_trait]
@@ -27,37 +30,50 @@ impl ProxyHttp for Admin {
     fn new_ctx(&self) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
-        let head = session.req_header();
-        let is_get = matches!(head.method, http::Method::GET | http::Method::HEAD);
         let close = !session.is_body_empty();
-        let path = session.req_header().uri.path();
-        match (path, is_get) {
-            ("/healthz", true) => {
-                respond::json(
-                    session,
-                    StatusCode::OK,
-                    Bytes::from_static(br#"{"status":"ok"}"#),
-                    &[],
-                )
-                .await?
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let read_only = matches!(method, http::Method::GET | http::Method::HEAD);
+        match (path.as_str(), read_only, method == http::Method::POST) {
+            ("/healthz", true, _) => {
+                let body = Bytes::from_static(br#"{"status":"ok"}"#);
+                respond::json(session, StatusCode::OK, body, &[]).await?
             }
-            ("/readyz", true) => {
-                let generation = self.snapshot.load().generation;
+            ("/readyz", true, _) => {
+                let generation = self.reloader.snapshot.load().generation;
                 let body = format!(r#"{{"ready":true,"generation":{generation}}}"#);
                 respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
             }
-            ("/healthz" | "/readyz", false) => {
+            ("/admin/reload", _, true) => {
+                if let Err(denial) = self.authorize(session) {
+                    respond::deny(session, &denial, close).await?;
+                    return Ok(true);
+                }
+                let reloader = Arc::clone(&self.reloader);
+                let status = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_default();
+                let code = if status.ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                let body = serde_json::to_vec(&status).unwrap_or_default();
+                respond::json(session, code, Bytes::from(body), &[]).await?
+            }
+            ("/admin/reload", _, false) => {
+                let denial = Denial::new(Code::MethodNotAllowed, "method not allowed; use POST")
+                    .with_header("allow", "POST");
+                respond::deny(session, &denial, close).await?
+            }
+            ("/healthz" | "/readyz", false, _) => {
                 let denial = Denial::new(Code::MethodNotAllowed, "method not allowed; use GET")
                     .with_header("allow", "GET, HEAD");
                 respond::deny(session, &denial, close).await?
             }
             _ => {
-                respond::deny(
-                    session,
-                    &Denial::new(Code::RouteNotFound, "no such admin endpoint"),
-                    close,
-                )
-                .await?
+                let denial = Denial::new(Code::RouteNotFound, "no such admin endpoint");
+                respond::deny(session, &denial, close).await?
             }
         }
         Ok(true)
@@ -72,5 +88,32 @@ impl ProxyHttp for Admin {
             ErrorType::InternalError,
             "the admin API has no upstream",
         ))
+    }
+}
+
+impl Admin {
+    fn authorize(&self, session: &Session) -> Result<(), Denial> {
+        let Some(expected) = &self.token else {
+            return Err(Denial::new(
+                Code::Forbidden,
+                "mutating admin endpoints are disabled: configure server.admin_token_env or admin_token_file",
+            ));
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(presented.as_bytes().ct_eq(expected)) {
+            Ok(())
+        } else {
+            log::warn!(target: "audit", "{}", serde_json::json!({"event": "admin_auth_failure", "path": session.req_header().uri.path()}));
+            Err(
+                Denial::new(Code::InvalidCredentials, "the admin token is not valid")
+                    .with_header("www-authenticate", "Bearer"),
+            )
+        }
     }
 }

@@ -16,9 +16,23 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, OrErr};
 
 use modelgate_config::HttpBackend;
+use modelgate_plugins::auth::{Caller, CredentialKind};
 use modelgate_plugins::{Code, Denial};
 
 use crate::trace;
+
+/// Prefix of the identity headers the gateway sets for upstreams.
+const IDENTITY_PREFIX: &str = "x-modelgate-";
+
+/// Who the upstream is told is calling, and which credentials to hold back.
+pub struct Identity<'a> {
+    pub caller: Option<&'a Caller>,
+    /// Remove `credential_headers` (the route does not forward credentials).
+    pub strip_credentials: bool,
+    pub credential_headers: Vec<HeaderName>,
+    /// Remove the `api_key` query parameter.
+    pub strip_query_key: bool,
+}
 
 /// How long an idle upstream connection stays in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,10 +92,12 @@ impl HttpUpstreams {
         session: &mut Session,
         body: Bytes,
         prefix_len: usize,
+        identity: &Identity<'_>,
     ) -> Result<u16, ForwardError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
         let (peer, base_path) = &self.peers[index];
-        let request = self.upstream_request(session, base_path, prefix_len, body.len())?;
+        let request =
+            self.upstream_request(session, base_path, prefix_len, body.len(), identity)?;
         match tokio::time::timeout(
             self.total_timeout,
             exchange(connector, peer, session, request, body),
@@ -104,13 +120,19 @@ impl HttpUpstreams {
         base_path: &str,
         prefix_len: usize,
         body_len: usize,
+        identity: &Identity<'_>,
     ) -> Result<Box<RequestHeader>, ForwardError> {
         let downstream = session.req_header();
-        let path_and_query = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        let original = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path_and_query = if identity.strip_query_key {
+            without_query_param(original, "api_key")
+        } else {
+            original.to_string()
+        };
         let rest = path_and_query.get(prefix_len..).unwrap_or("");
         let path = match &self.rewrite_prefix {
             Some(rewrite) => join_path(base_path, &join_path(rewrite, rest)),
-            None => join_path(base_path, path_and_query),
+            None => join_path(base_path, &path_and_query),
         };
         let invalid = || {
             ForwardError::BeforeResponse(Denial::new(
@@ -125,8 +147,35 @@ impl HttpUpstreams {
             || request.headers.contains_key(header::TRANSFER_ENCODING);
         let mut strip = hop_by_hop_names(&request.headers, true);
         strip.extend([header::EXPECT, header::PROXY_AUTHORIZATION]);
+        // Identity headers come only from the gateway; credentials stay here unless the
+        // route forwards them.
+        strip.extend(
+            request
+                .headers
+                .keys()
+                .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
+                .cloned(),
+        );
+        if identity.strip_credentials {
+            strip.extend(identity.credential_headers.iter().cloned());
+        }
         for name in strip {
             request.remove_header(&name);
+        }
+        if let Some(caller) = identity.caller {
+            let credential = match &caller.credential {
+                CredentialKind::ApiKey { key_id } => format!("api_key:{key_id}"),
+                CredentialKind::Jwt { issuer } => format!("jwt:{issuer}"),
+            };
+            for (name, value) in [
+                ("x-modelgate-consumer", caller.consumer.as_str()),
+                ("x-modelgate-plan", caller.plan.as_str()),
+                ("x-modelgate-credential", credential.as_str()),
+            ] {
+                // A value that is not a valid header (e.g. a control character in a JWT
+                // claim) is dropped rather than forwarded.
+                let _ = request.insert_header(name, value);
+            }
         }
         if body_len > 0 || had_body_framing {
             request
@@ -287,6 +336,22 @@ fn join_path(prefix: &str, rest: &str) -> String {
     }
 }
 
+/// `path?query` without any `name=...` pair.
+fn without_query_param(path_and_query: &str, name: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some(name))
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
 fn is_timeout(e: &pingora::Error) -> bool {
     matches!(
         e.etype(),
@@ -314,6 +379,18 @@ fn upstream_denial(e: &pingora::Error) -> Denial {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn removes_one_query_parameter() {
+        assert_eq!(without_query_param("/a?api_key=x&b=1", "api_key"), "/a?b=1");
+        assert_eq!(without_query_param("/a?api_key=x", "api_key"), "/a");
+        assert_eq!(without_query_param("/a?b=1&api_key", "api_key"), "/a?b=1");
+        assert_eq!(
+            without_query_param("/a?api_keys=1", "api_key"),
+            "/a?api_keys=1"
+        );
+        assert_eq!(without_query_param("/a", "api_key"), "/a");
+    }
 
     #[test]
     fn joins_paths() {

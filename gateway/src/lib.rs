@@ -1,17 +1,22 @@
 //! modelgate: a hardened model-serving gateway on Pingora.
 //!
-//! Requests walk one pipeline ([`pipeline`]): route → method → body (read and capped
-//! before any upstream is chosen) → backend (embedded ONNX or HTTP upstreams). Refusals
-//! become JSON errors in one place ([`respond`]).
+//! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
+//! capped before any upstream is chosen) → backend (embedded ONNX or HTTP upstreams).
+//! Refusals become JSON errors in one place ([`respond`]).
 
 pub mod admin;
+pub mod authn;
 pub mod body;
 pub mod embedded;
 pub mod forward;
+pub mod http_get;
+pub mod keys_cli;
 pub mod pipeline;
 pub mod proxy;
+pub mod reload;
 pub mod respond;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod trace;

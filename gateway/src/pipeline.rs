@@ -8,11 +8,12 @@ use http::{Method, StatusCode};
 use pingora::connectors::http::v1::Connector;
 use pingora::proxy::Session;
 
+use modelgate_plugins::auth::Caller;
 use modelgate_plugins::{Code, Denial};
 
 use crate::body::{BodyError, read_body};
 use crate::embedded::InferencePool;
-use crate::forward::ForwardError;
+use crate::forward::{ForwardError, Identity};
 use crate::respond;
 use crate::routes::{ModelOp, Target};
 use crate::snapshot::{BuiltBackend, BuiltRoute, Snapshot};
@@ -27,6 +28,7 @@ pub struct Shared {
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
     pub route: Option<String>,
+    pub consumer: Option<String>,
     pub status: u16,
     pub code: Option<Code>,
 }
@@ -100,6 +102,16 @@ async fn run(
         _ => None,
     };
     check_method(&target, route, &method).map_err(|d| early(d, session))?;
+    let caller = match route {
+        Some(r) if !r.config.public => {
+            let caller = authenticate(snapshot, r, session)
+                .await
+                .map_err(|d| early(d, session))?;
+            outcome.consumer = Some(caller.consumer.clone());
+            Some(caller)
+        }
+        _ => None,
+    };
     let cap = route.map_or(limits.max_body_bytes, |r| r.config.max_body_bytes);
     let body = read_body(session, cap, limits.body_read_timeout).await?;
 
@@ -150,12 +162,34 @@ async fn run(
                 }
             }
             BuiltBackend::Http(upstreams) => {
-                forward(shared, route, upstreams, session, body, prefix_len, outcome).await
+                forward(
+                    shared,
+                    snapshot,
+                    route,
+                    upstreams,
+                    caller.as_ref(),
+                    session,
+                    body,
+                    prefix_len,
+                    outcome,
+                )
+                .await
             }
         },
         (Target::Prefix { prefix_len, .. }, Some(route)) => match &route.backend {
             BuiltBackend::Http(upstreams) => {
-                forward(shared, route, upstreams, session, body, prefix_len, outcome).await
+                forward(
+                    shared,
+                    snapshot,
+                    route,
+                    upstreams,
+                    caller.as_ref(),
+                    session,
+                    body,
+                    prefix_len,
+                    outcome,
+                )
+                .await
             }
             BuiltBackend::Embedded(_) => {
                 Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
@@ -167,17 +201,52 @@ async fn run(
     }
 }
 
+/// Authenticates the caller and checks its scopes cover the route's model (or, for a
+/// path-prefix route without a model, the route's name).
+async fn authenticate(
+    snapshot: &Snapshot,
+    route: &BuiltRoute,
+    session: &Session,
+) -> Result<Caller, Denial> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let caller = snapshot
+        .auth
+        .authenticate(session.req_header(), peer, &route.config)
+        .await?;
+    let scope = route.config.model.as_deref().unwrap_or(&route.config.name);
+    if caller.scopes.allows(scope) {
+        Ok(caller)
+    } else {
+        Err(Denial::new(
+            Code::ModelNotAllowed,
+            "this credential may not use this model",
+        ))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Shared,
-    _route: &BuiltRoute,
+    snapshot: &Snapshot,
+    route: &BuiltRoute,
     upstreams: &crate::forward::HttpUpstreams,
+    caller: Option<&Caller>,
     session: &mut Session,
     body: Bytes,
     prefix_len: usize,
     outcome: &mut Outcome,
 ) -> Result<(), Failure> {
+    let identity = Identity {
+        caller,
+        strip_credentials: !route.config.forward_credentials,
+        credential_headers: snapshot.auth.credential_headers().cloned().collect(),
+        strip_query_key: route.config.api_key_in_query && !route.config.forward_credentials,
+    };
     match upstreams
-        .forward(&shared.connector, session, body, prefix_len)
+        .forward(&shared.connector, session, body, prefix_len, &identity)
         .await
     {
         Ok(status) => {

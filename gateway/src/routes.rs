@@ -54,7 +54,9 @@ impl RouteIndex {
                 index.prefixes.push((p.to_string(), i));
             }
         }
-        index.prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        index
+            .prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         index
     }
 

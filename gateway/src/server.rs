@@ -1,34 +1,59 @@
-//! Starting the gateway: Pingora server, data and admin listeners, shared resources.
+//! Starting the gateway: Pingora server, data and admin listeners, SIGHUP reloads.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora::connectors::ConnectorOptions;
 use pingora::connectors::http::v1::Connector;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+
+use modelgate_config::ConfigError;
 
 use crate::admin::Admin;
 use crate::embedded::InferencePool;
+use crate::keys_cli;
 use crate::pipeline::Shared;
 use crate::proxy::Gateway;
+use crate::reload::{Reloader, SighupReload};
+use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
 
 /// Loads the config and runs the gateway until SIGTERM/SIGINT. Returns only on a start-up
 /// failure, with a message for the operator.
 pub fn serve(config_path: &Path) -> Result<(), String> {
-    let snapshot = Snapshot::load(config_path, 1).map_err(|errors| {
+    let invalid = |errors: Vec<ConfigError>| {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         format!(
             "{} is not a valid config:\n{}",
             config_path.display(),
             lines.join("\n")
         )
-    })?;
+    };
+    let config = modelgate_config::load(config_path).map_err(invalid)?;
+    if let Some(key) = keys_cli::bootstrap(&config)? {
+        println!(
+            "\nFirst run: issued API key {id} for all models (only its hash is stored).\n\
+             It is shown once; keep it now:\n\n    {full}\n\n\
+             Use it as `Authorization: Bearer <key>` or `x-api-key: <key>`, e.g.\n\
+             curl -H 'x-api-key: <key>' http://{listen}/v2/models/{model}\n\
+             Manage keys with `modelgate keys issue|list|revoke|rotate`.\n",
+            id = key.id,
+            full = key.full,
+            listen = config.server.listen,
+            model = config
+                .routes
+                .iter()
+                .find_map(|r| r.model.as_deref())
+                .unwrap_or("<model>"),
+        );
+    }
+    let snapshot = Snapshot::build(config, 1, None).map_err(invalid)?;
     let settings = snapshot.config.server.clone();
     let inference = snapshot.config.inference.clone();
+    let admin_token = settings.admin_token.as_ref().map(read_secret).transpose()?;
 
     let conf = ServerConf {
         pid_file: settings.pid_file.display().to_string(),
@@ -47,20 +72,24 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         &server.configuration,
     )));
     let shared = Arc::new(Shared { pool, connector });
-    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), snapshot));
 
     let gateway = Gateway {
-        snapshot: Arc::clone(&snapshot),
+        snapshot: Arc::clone(&reloader.snapshot),
         shared,
     };
     let mut data = http_proxy_service_with_name(&server.configuration, gateway, "modelgate data");
     data.add_tcp(&settings.listen.to_string());
-    let admin = Admin { snapshot };
+    let admin = Admin {
+        reloader: Arc::clone(&reloader),
+        token: admin_token,
+    };
     let mut admin = http_proxy_service_with_name(&server.configuration, admin, "modelgate admin");
     admin.threads = Some(1);
     admin.add_tcp(&settings.admin_listen.to_string());
     server.add_service(data);
     server.add_service(admin);
+    server.add_service(background_service("sighup reload", SighupReload(reloader)));
 
     println!(
         "modelgate listening on http://{} (admin http://{})",

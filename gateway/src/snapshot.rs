@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use modelgate_config::{Backend, Config, ConfigError, Route};
 
+use crate::authn::Authenticator;
 use crate::embedded::EmbeddedModel;
 use crate::forward::HttpUpstreams;
 use crate::routes::RouteIndex;
@@ -28,12 +29,21 @@ pub struct Snapshot {
     pub config: Config,
     pub index: RouteIndex,
     pub routes: Vec<BuiltRoute>,
+    pub auth: Authenticator,
 }
 
 impl Snapshot {
-    /// Builds every route's backend; collects every failure with its config path.
-    pub fn build(config: Config, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
+    /// Builds every route's backend and the auth stage; collects every failure with its
+    /// config path. State that outlives a generation is taken over from `previous`.
+    pub fn build(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let auth = Authenticator::build(&config.auth, previous.map(|p| &p.auth))
+            .map_err(|e| errors.extend(e))
+            .ok();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, route) in config.routes.iter().enumerate() {
             let backend = match &route.backend {
@@ -77,9 +87,9 @@ impl Snapshot {
                 });
             }
         }
-        if !errors.is_empty() {
+        let Some(auth) = auth.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let index = RouteIndex::new(
             routes
                 .iter()
@@ -90,11 +100,16 @@ impl Snapshot {
             config,
             index,
             routes,
+            auth,
         })
     }
 
     /// Reads, validates and builds the config file: what `check`, `serve` and reloads run.
-    pub fn load(path: &Path, generation: u64) -> Result<Snapshot, Vec<ConfigError>> {
-        Snapshot::build(modelgate_config::load(path)?, generation)
+    pub fn load(
+        path: &Path,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, Vec<ConfigError>> {
+        Snapshot::build(modelgate_config::load(path)?, generation, previous)
     }
 }

@@ -23,6 +23,7 @@ pub enum Code {
     MissingCredentials,
     InvalidCredentials,
     ModelNotAllowed,
+    Forbidden,
     TooManyAuthFailures,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -31,7 +32,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
@@ -46,6 +47,7 @@ impl Code {
         Code::MissingCredentials,
         Code::InvalidCredentials,
         Code::ModelNotAllowed,
+        Code::Forbidden,
         Code::TooManyAuthFailures,
         Code::UpstreamUnavailable,
         Code::UpstreamTimeout,
@@ -69,6 +71,7 @@ impl Code {
             Code::MissingCredentials => "missing_credentials",
             Code::InvalidCredentials => "invalid_credentials",
             Code::ModelNotAllowed => "model_not_allowed",
+            Code::Forbidden => "forbidden",
             Code::TooManyAuthFailures => "too_many_auth_failures",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
@@ -89,7 +92,7 @@ impl Code {
             Code::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Code::ModelNotAllowed => StatusCode::FORBIDDEN,
+            Code::ModelNotAllowed | Code::Forbidden => StatusCode::FORBIDDEN,
             Code::TooManyAuthFailures => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -2,24 +2,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{client, free_port, repo_root};
 
-/// A running gateway.
-pub struct GatewayProcess {
-    child: Child,
-    pub addr: SocketAddr,
-    pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
-}
+/// The admin token the harness configures (through an env var) for mutating endpoints.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The route section serving the bundled digits model from the embedded backend.
+/// A public route serving the bundled digits model from the embedded backend.
 pub fn digits_route() -> String {
     let models = repo_root().join("models");
     format!(
-        "[[routes]]\nname = \"digits\"\nmodel = \"digits\"\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n",
+        "[[routes]]\nname = \"digits\"\nmodel = \"digits\"\npublic = true\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n",
         models.join("digits.onnx"),
         models.join("digits.json"),
     )
@@ -45,30 +40,52 @@ pub fn binary() -> PathBuf {
     path
 }
 
-impl GatewayProcess {
-    /// Starts the gateway with `[server]` on free ports plus `rest` (limits, routes...),
-    /// and waits until `/readyz` answers.
-    pub fn start(rest: &str) -> GatewayProcess {
-        Self::try_start(rest).expect("gateway did not start")
+/// A config written to a temp dir, ready to start (or to run CLI commands against).
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    port: u16,
+    admin_port: u16,
+    env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// The config file's path.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("modelgate.toml")
+    }
+
+    /// Sets an environment variable for the gateway and CLI processes.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs `modelgate <args...> --config <this config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run modelgate")
+    }
+
+    /// Starts the gateway and waits until `/readyz` answers.
+    pub fn start(self) -> GatewayProcess {
+        self.try_start().expect("gateway did not start")
     }
 
     /// Like [`start`](Self::start) but returns the gateway's output when it fails to start.
-    pub fn try_start(rest: &str) -> Result<GatewayProcess, String> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (port, admin_port) = (free_port(), free_port());
-        let config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 2\n\
-             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\n\n{rest}",
-            dir.path().join("modelgate.pid"),
-            dir.path().join("upgrade.sock"),
-        );
-        let config_path = dir.path().join("modelgate.toml");
-        std::fs::write(&config_path, config).expect("write config");
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
+    pub fn try_start(self) -> Result<GatewayProcess, String> {
+        let log = |name: &str| std::fs::File::create(self.dir.path().join(name)).expect("log file");
         let child = Command::new(binary())
             .args(["serve", "--config"])
-            .arg(&config_path)
+            .arg(self.config_path())
             .env("RUST_LOG", "info")
+            .env("MG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log("stdout.log"))
             .stderr(log("stderr.log"))
@@ -76,9 +93,9 @@ impl GatewayProcess {
             .expect("spawn modelgate");
         let mut gateway = GatewayProcess {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], self.port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], self.admin_port)),
+            setup: self,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -101,17 +118,65 @@ impl GatewayProcess {
             gateway.logs()
         ))
     }
+}
+
+/// A running gateway.
+pub struct GatewayProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub setup: Setup,
+}
+
+impl GatewayProcess {
+    /// Writes a config with `[server]` on free ports (admin token from an env var) plus
+    /// `rest` (limits, auth, routes...), relative paths resolving in a fresh temp dir.
+    pub fn setup(rest: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, admin_port) = (free_port(), free_port());
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 2\n\
+             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\nadmin_token_env = \"MG_TEST_ADMIN_TOKEN\"\n\n{rest}",
+            dir.path().join("modelgate.pid"),
+            dir.path().join("upgrade.sock"),
+        );
+        std::fs::write(dir.path().join("modelgate.toml"), config).expect("write config");
+        Setup {
+            dir,
+            port,
+            admin_port,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets up and starts a gateway with `rest` as the config after `[server]`.
+    pub fn start(rest: &str) -> GatewayProcess {
+        Self::setup(rest).start()
+    }
 
     /// Everything the process wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read = |name: &str| {
+            std::fs::read_to_string(self.setup.dir.path().join(name)).unwrap_or_default()
+        };
         format!("{}{}", read("stdout.log"), read("stderr.log"))
     }
 
-    /// The path of the config file the gateway was started with.
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("modelgate.toml")
+    /// `POST /admin/reload` with the admin token; returns the admin API's answer.
+    pub fn reload(&self) -> client::Response {
+        let raw = format!(
+            "POST /admin/reload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        );
+        client::send(self.admin, raw.as_bytes())
+    }
+
+    /// Sends SIGHUP to the process.
+    pub fn sighup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
     }
 }
 

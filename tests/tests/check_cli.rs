@@ -76,7 +76,7 @@ fn unloadable_model_is_reported_by_check() {
     std::fs::write(
         &path,
         format!(
-            "[[routes]]\nname = \"d\"\nmodel = \"digits\"\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n",
+            "[[routes]]\nname = \"d\"\nmodel = \"digits\"\npublic = true\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n",
             bogus,
             repo_root().join("models/digits.json")
         ),

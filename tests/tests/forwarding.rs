@@ -12,7 +12,7 @@ use modelgate_e2e::upstream::{Behaviour, Upstream};
 fn http_route(name: &str, prefix: &str, upstreams: &[String], extra: &str) -> String {
     let list: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
     format!(
-        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\n{extra}\n[routes.http]\nupstreams = [{}]\n",
+        "[[routes]]\nname = {name:?}\npath_prefix = {prefix:?}\npublic = true\n{extra}\n[routes.http]\nupstreams = [{}]\n",
         list.join(", ")
     )
 }
@@ -122,7 +122,7 @@ fn rewrite_prefix_and_upstream_base_path() {
 fn model_route_to_http_backend_forwards_v2_paths() {
     let up = Upstream::start(Behaviour::Echo);
     let gw = GatewayProcess::start(&format!(
-        "[[routes]]\nname = \"remote\"\nmodel = \"remote\"\n[routes.http]\nupstreams = [{:?}]\n",
+        "[[routes]]\nname = \"remote\"\nmodel = \"remote\"\npublic = true\n[routes.http]\nupstreams = [{:?}]\n",
         up.url()
     ));
     let r = post_json(gw.addr, "/v2/models/remote/infer", b"{}", "");

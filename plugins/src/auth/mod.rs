@@ -1,10 +1,13 @@
-//! Authentication: issued API keys ([`keys`]) and JWTs ([`jwt`]), producing a [`Caller`].
+//! Authentication: issued API keys ([`keys`], stored by [`keystore`]) and JWTs ([`jwt`],
+//! keys from [`jwks`]), producing a [`Caller`]; [`failures`] slows brute force.
 
 pub mod caller;
 pub mod failure;
+pub mod failures;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod keystore;
 
 pub use caller::{Caller, CredentialKind, Scopes};
 pub use failure::AuthFailure;

@@ -1,0 +1,152 @@
+//! Config reload: parse → validate → build a complete new snapshot → swap atomically.
+//! A bad config is refused and the old snapshot keeps serving. Triggered by SIGHUP and
+//! `POST /admin/reload`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+
+use crate::authn::unix_now;
+use crate::snapshot::Snapshot;
+
+/// The outcome of the last reload attempt, as the admin API reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub ok: bool,
+    pub errors: Vec<String>,
+    /// Settings that changed but only take effect after a restart.
+    pub restart_needed: Vec<String>,
+    pub at: u64,
+}
+
+/// Owns the live snapshot pointer and swaps in new generations.
+pub struct Reloader {
+    path: PathBuf,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    generation: AtomicU64,
+    lock: Mutex<()>,
+    last: Mutex<ReloadStatus>,
+}
+
+impl Reloader {
+    /// Wraps the first snapshot, built from `path`.
+    pub fn new(path: PathBuf, first: Snapshot) -> Reloader {
+        let generation = first.generation;
+        first.auth.start_background();
+        Reloader {
+            path,
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
+            generation: AtomicU64::new(generation),
+            lock: Mutex::new(()),
+            last: Mutex::new(ReloadStatus {
+                generation,
+                ok: true,
+                at: unix_now(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Rebuilds from the config file and swaps on success. Blocking (reads files, loads
+    /// models): call it off the async threads. Concurrent calls run one at a time.
+    pub fn reload(&self) -> ReloadStatus {
+        let _one_at_a_time = self.lock.lock();
+        let current = self.snapshot.load_full();
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        let status = match Snapshot::load(&self.path, generation, Some(&current)) {
+            Ok(next) => {
+                let restart_needed = restart_needed(&current, &next);
+                for setting in &restart_needed {
+                    log::warn!("reload: {setting} changed; it takes effect after a restart");
+                }
+                next.auth.start_background();
+                self.generation.store(generation, Ordering::SeqCst);
+                self.snapshot.store(Arc::new(next));
+                log::info!("reload: generation {generation} is live");
+                ReloadStatus {
+                    generation,
+                    ok: true,
+                    errors: vec![],
+                    restart_needed,
+                    at: unix_now(),
+                }
+            }
+            Err(errors) => {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                log::error!(
+                    "reload refused, generation {} keeps serving: {}",
+                    current.generation,
+                    errors.join("; ")
+                );
+                ReloadStatus {
+                    generation: current.generation,
+                    ok: false,
+                    errors,
+                    restart_needed: vec![],
+                    at: unix_now(),
+                }
+            }
+        };
+        log::info!(target: "audit", "{}", serde_json::json!({"event": "reload", "ok": status.ok, "generation": status.generation, "errors": status.errors}));
+        if let Ok(mut last) = self.last.lock() {
+            *last = status.clone();
+        }
+        status
+    }
+
+    /// The last reload attempt's outcome.
+    pub fn last_status(&self) -> ReloadStatus {
+        self.last.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
+    let (a, b) = (&current.config, &next.config);
+    let mut changed = Vec::new();
+    if a.server.listen != b.server.listen {
+        changed.push("server.listen".to_string());
+    }
+    if a.server.admin_listen != b.server.admin_listen {
+        changed.push("server.admin_listen".to_string());
+    }
+    if a.server.threads != b.server.threads {
+        changed.push("server.threads".to_string());
+    }
+    if a.inference != b.inference {
+        changed.push("inference".to_string());
+    }
+    changed
+}
+
+/// Reloads on SIGHUP until shutdown.
+pub struct SighupReload(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for SighupReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    let reloader = Arc::clone(&self.0);
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

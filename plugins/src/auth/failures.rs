@@ -1,0 +1,97 @@
+//! Slows brute force: counts failed authentication attempts per peer address in fixed
+//! one-minute windows. Memory is bounded: at most `max_peers` addresses are tracked; when
+//! full, expired windows are dropped first, then the oldest window.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+const WINDOW_SECS: u64 = 60;
+
+/// Per-peer failure counter. Only failures create entries, and only up to the bound.
+pub struct FailureLimiter {
+    per_window: u32,
+    max_peers: usize,
+    peers: Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+impl FailureLimiter {
+    /// Allows `per_minute` failures per address per minute, tracking at most `max_peers`.
+    pub fn new(per_minute: u32, max_peers: usize) -> Self {
+        FailureLimiter {
+            per_window: per_minute.max(1),
+            max_peers: max_peers.max(1),
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(retry_after)` when `peer` has used up its failures for the current window
+    /// (`now` in unix seconds).
+    pub fn blocked(&self, peer: IpAddr, now: u64) -> Option<Duration> {
+        let window = now / WINDOW_SECS;
+        let peers = self.peers.lock().ok()?;
+        match peers.get(&peer) {
+            Some(&(w, count)) if w == window && count >= self.per_window => {
+                Some(Duration::from_secs((window + 1) * WINDOW_SECS - now))
+            }
+            _ => None,
+        }
+    }
+
+    /// Counts one failure for `peer`.
+    pub fn record_failure(&self, peer: IpAddr, now: u64) {
+        let window = now / WINDOW_SECS;
+        let Ok(mut peers) = self.peers.lock() else {
+            return;
+        };
+        if !peers.contains_key(&peer) && peers.len() >= self.max_peers {
+            peers.retain(|_, (w, _)| *w == window);
+            if peers.len() >= self.max_peers
+                && let Some(oldest) = peers.iter().min_by_key(|(_, (w, _))| *w).map(|(ip, _)| *ip)
+            {
+                peers.remove(&oldest);
+            }
+        }
+        let entry = peers.entry(peer).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// Addresses currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.peers.lock().map_or(0, |p| p.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    #[test]
+    fn blocks_after_the_limit_until_the_window_ends() {
+        let l = FailureLimiter::new(3, 10);
+        for _ in 0..3 {
+            assert_eq!(l.blocked(ip(1), 120), None);
+            l.record_failure(ip(1), 120);
+        }
+        assert_eq!(l.blocked(ip(1), 125), Some(Duration::from_secs(55)));
+        assert_eq!(l.blocked(ip(2), 125), None, "other peers unaffected");
+        assert_eq!(l.blocked(ip(1), 180), None, "next window");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l = FailureLimiter::new(3, 100);
+        for n in 0..10_000 {
+            l.record_failure(ip(n), 60 + n as u64 / 1000);
+        }
+        assert!(l.tracked() <= 100);
+    }
+}
