@@ -10,9 +10,11 @@ use modelgate_plugins::Denial;
 
 /// The JSON body of a denial.
 pub fn denial_body(denial: &Denial) -> Bytes {
-    let body = serde_json::json!({
-        "error": { "code": denial.code.as_str(), "message": denial.message }
-    });
+    let mut error = serde_json::json!({ "code": denial.code.as_str(), "message": denial.message });
+    if !denial.details.is_empty() {
+        error["details"] = serde_json::json!(denial.details);
+    }
+    let body = serde_json::json!({ "error": error });
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 

@@ -11,4 +11,4 @@ pub mod stage;
 pub mod verdict;
 
 pub use stage::{RequestView, Stage, StageError};
-pub use verdict::{Code, Denial, Verdict};
+pub use verdict::{Code, Denial, ErrorDetail, Verdict};

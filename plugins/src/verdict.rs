@@ -116,6 +116,15 @@ pub struct Denial {
     pub retry_after: Option<Duration>,
     /// Extra response headers (e.g. `Allow` on a 405).
     pub headers: Vec<(&'static str, String)>,
+    /// Per-field problems (JSON pointer + message), sent as `error.details`.
+    pub details: Vec<ErrorDetail>,
+}
+
+/// One problem in a request body, located by a JSON pointer (`/inputs/0/shape`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorDetail {
+    pub path: String,
+    pub message: String,
 }
 
 impl Denial {
@@ -126,12 +135,19 @@ impl Denial {
             message: message.into(),
             retry_after: None,
             headers: Vec::new(),
+            details: Vec::new(),
         }
     }
 
     /// Adds a response header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Adds per-field details.
+    pub fn with_details(mut self, details: Vec<ErrorDetail>) -> Self {
+        self.details = details;
         self
     }
 
