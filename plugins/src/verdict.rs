@@ -25,6 +25,10 @@ pub enum Code {
     ModelNotAllowed,
     Forbidden,
     TooManyAuthFailures,
+    RateLimited,
+    QuotaExhausted,
+    TooManyConcurrent,
+    CostExceedsBurst,
     UpstreamUnavailable,
     UpstreamTimeout,
     Internal,
@@ -32,7 +36,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 23] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
@@ -49,6 +53,10 @@ impl Code {
         Code::ModelNotAllowed,
         Code::Forbidden,
         Code::TooManyAuthFailures,
+        Code::RateLimited,
+        Code::QuotaExhausted,
+        Code::TooManyConcurrent,
+        Code::CostExceedsBurst,
         Code::UpstreamUnavailable,
         Code::UpstreamTimeout,
         Code::Internal,
@@ -73,6 +81,10 @@ impl Code {
             Code::ModelNotAllowed => "model_not_allowed",
             Code::Forbidden => "forbidden",
             Code::TooManyAuthFailures => "too_many_auth_failures",
+            Code::RateLimited => "rate_limited",
+            Code::QuotaExhausted => "quota_exhausted",
+            Code::TooManyConcurrent => "too_many_concurrent",
+            Code::CostExceedsBurst => "cost_exceeds_burst",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
@@ -93,7 +105,11 @@ impl Code {
             Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Code::ModelNotAllowed | Code::Forbidden => StatusCode::FORBIDDEN,
-            Code::TooManyAuthFailures => StatusCode::TOO_MANY_REQUESTS,
+            Code::TooManyAuthFailures
+            | Code::RateLimited
+            | Code::QuotaExhausted
+            | Code::TooManyConcurrent
+            | Code::CostExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
