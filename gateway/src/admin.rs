@@ -39,6 +39,14 @@ impl ProxyHttp for Admin {
                 let body = Bytes::from_static(br#"{"status":"ok"}"#);
                 respond::json(session, StatusCode::OK, body, &[]).await?
             }
+            ("/metrics", true, _) => {
+                let body = Bytes::from(crate::metrics::METRICS.render());
+                respond::body(session, StatusCode::OK, "text/plain; version=0.0.4", body).await?
+            }
+            ("/admin/config", true, _) => {
+                let body = self.config_view();
+                respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
+            }
             ("/readyz", true, _) => {
                 let generation = self.reloader.snapshot.load().generation;
                 let body = format!(r#"{{"ready":true,"generation":{generation}}}"#);
@@ -66,7 +74,7 @@ impl ProxyHttp for Admin {
                     .with_header("allow", "POST");
                 respond::deny(session, &denial, close).await?
             }
-            ("/healthz" | "/readyz", false, _) => {
+            ("/healthz" | "/readyz" | "/metrics" | "/admin/config", false, _) => {
                 let denial = Denial::new(Code::MethodNotAllowed, "method not allowed; use GET")
                     .with_header("allow", "GET, HEAD");
                 respond::deny(session, &denial, close).await?
@@ -92,6 +100,18 @@ impl ProxyHttp for Admin {
 }
 
 impl Admin {
+    /// The live config, as the gateway understood it. Secrets are never in the config
+    /// itself (only the names of env vars and files holding them).
+    fn config_view(&self) -> Vec<u8> {
+        let snapshot = self.reloader.snapshot.load();
+        let body = serde_json::json!({
+            "generation": snapshot.generation,
+            "last_reload": self.reloader.last_status(),
+            "config": format!("{:#?}", snapshot.config),
+        });
+        serde_json::to_vec_pretty(&body).unwrap_or_default()
+    }
+
     fn authorize(&self, session: &Session) -> Result<(), Denial> {
         let Some(expected) = &self.token else {
             return Err(Denial::new(

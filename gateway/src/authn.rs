@@ -249,6 +249,7 @@ fn audit_failure(
     peer: Option<IpAddr>,
     route: &str,
 ) {
+    crate::metrics::METRICS.auth_failure(failure.reason());
     let (key_id, iss, kid) = match credential {
         Some(Credential::ApiKey(key)) => (key_id_of(key).map(str::to_string), None, None),
         Some(Credential::Jwt(token)) => {

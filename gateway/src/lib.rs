@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod forward;
 pub mod http_get;
 pub mod keys_cli;
+pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod reload;

@@ -72,16 +72,33 @@ enum KeysCommand {
     },
 }
 
+/// Access and audit records are one JSON object per line; everything else is
+/// `[time level target] message`. `RUST_LOG` filters (e.g. `access=off`).
+fn init_logging() {
+    use std::io::Write;
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,pingora_core=warn,pingora_proxy=warn"),
+    )
+    .format(|buf, record| match record.target() {
+        "access" | "audit" => writeln!(buf, "{}", record.args()),
+        target => writeln!(
+            buf,
+            "[{} {} {target}] {}",
+            buf.timestamp_millis(),
+            record.level(),
+            record.args()
+        ),
+    })
+    .init();
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     modelgate_config::parse_duration(text)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora_core=warn,pingora_proxy=warn"),
-    )
-    .init();
+    init_logging();
     match cli.command {
         Command::Serve { config } => report(modelgate::server::serve(&config), 2),
         Command::Check { file } => match Snapshot::load(&file, 0, None) {

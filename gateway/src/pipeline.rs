@@ -29,6 +29,8 @@ pub struct Shared {
 pub struct Outcome {
     pub route: Option<String>,
     pub consumer: Option<String>,
+    /// Time spent on the upstream exchange, for HTTP backends.
+    pub upstream: Option<std::time::Duration>,
     pub status: u16,
     pub code: Option<Code>,
 }
@@ -245,10 +247,12 @@ async fn forward(
         credential_headers: snapshot.auth.credential_headers().cloned().collect(),
         strip_query_key: route.config.api_key_in_query && !route.config.forward_credentials,
     };
-    match upstreams
+    let started = std::time::Instant::now();
+    let result = upstreams
         .forward(&shared.connector, session, body, prefix_len, &identity)
-        .await
-    {
+        .await;
+    outcome.upstream = Some(started.elapsed());
+    match result {
         Ok(status) => {
             outcome.status = status;
             Ok(())

@@ -11,6 +11,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
+use crate::metrics::{METRICS, RequestRecord};
 use crate::pipeline::{self, Outcome, Shared};
 use crate::snapshot::Snapshot;
 
@@ -64,19 +65,44 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let o = &ctx.outcome;
-        log::info!(
-            target: "access",
-            "{}",
-            serde_json::json!({
-                "method": session.req_header().method.as_str(),
-                "path": session.req_header().uri.path(),
-                "route": o.route,
-                "status": o.status,
-                "code": o.code.map(|c| c.as_str()),
-                "duration_us": ctx.started.elapsed().as_micros() as u64,
-                "generation": ctx.generation,
-                "error": error.map(|e| e.etype().as_str()),
-            })
-        );
+        let total = ctx.started.elapsed();
+        // A response that broke off mid-way has no status of its own.
+        let status = if o.status == 0 && error.is_some() {
+            499
+        } else {
+            o.status
+        };
+        METRICS.request(&RequestRecord {
+            route: o.route.as_deref().unwrap_or("none"),
+            status,
+            code: o.code.map_or("", |c| c.as_str()),
+            total,
+            upstream: o.upstream,
+        });
+        if log::log_enabled!(target: "access", log::Level::Info) {
+            log::info!(
+                target: "access",
+                "{}",
+                serde_json::json!({
+                    "ts_ms": unix_millis(),
+                    "method": session.req_header().method.as_str(),
+                    "path": session.req_header().uri.path(),
+                    "route": o.route,
+                    "consumer": o.consumer,
+                    "status": status,
+                    "code": o.code.map(|c| c.as_str()),
+                    "duration_us": total.as_micros() as u64,
+                    "upstream_us": o.upstream.map(|d| d.as_micros() as u64),
+                    "generation": ctx.generation,
+                    "error": error.map(|e| e.etype().as_str()),
+                })
+            );
+        }
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -40,6 +40,7 @@ impl Reloader {
     pub fn new(path: PathBuf, first: Snapshot) -> Reloader {
         let generation = first.generation;
         first.auth.start_background();
+        crate::metrics::METRICS.set_generation(generation);
         Reloader {
             path,
             snapshot: Arc::new(ArcSwap::from_pointee(first)),
@@ -95,6 +96,7 @@ impl Reloader {
             }
         };
         log::info!(target: "audit", "{}", serde_json::json!({"event": "reload", "ok": status.ok, "generation": status.generation, "errors": status.errors}));
+        crate::metrics::METRICS.reload(status.ok, status.generation);
         if let Ok(mut last) = self.last.lock() {
             *last = status.clone();
         }

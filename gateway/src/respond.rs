@@ -35,6 +35,27 @@ pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingor
     json(session, denial.status(), denial_body(denial), &headers).await
 }
 
+/// Sends a complete response of `content_type` with `Content-Length`.
+pub async fn body(
+    session: &mut Session,
+    status: StatusCode,
+    content_type: &str,
+    body: Bytes,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// Sends a complete JSON response with `Content-Length`.
 pub async fn json(
     session: &mut Session,

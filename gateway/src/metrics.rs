@@ -1,0 +1,277 @@
+//! Process-wide metrics in the Prometheus text format, served on the admin listener at
+//! `/metrics`. Every label value comes from a bounded set (route names from the config,
+//! status codes, the closed set of error codes and auth reasons): no consumer ids.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+/// The registry every part of the gateway records into.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+/// Counters keyed by a label tuple; reads take a shared lock, a new label set a write lock.
+struct Counters<K>(RwLock<HashMap<K, Arc<AtomicU64>>>);
+
+impl<K> Default for Counters<K> {
+    fn default() -> Self {
+        Counters(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash + Clone> Counters<K> {
+    fn add(&self, key: &K, n: u64) {
+        if let Ok(map) = self.0.read()
+            && let Some(c) = map.get(key)
+        {
+            c.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut map) = self.0.write() {
+            map.entry(key.clone())
+                .or_default()
+                .fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(K, u64)> {
+        self.0
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+struct Histograms<K>(RwLock<HashMap<K, Arc<Histogram>>>);
+
+impl<K> Default for Histograms<K> {
+    fn default() -> Self {
+        Histograms(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash + Clone> Histograms<K> {
+    fn observe(&self, key: &K, d: Duration) {
+        if let Ok(map) = self.0.read()
+            && let Some(h) = map.get(key)
+        {
+            h.observe(d);
+            return;
+        }
+        if let Ok(mut map) = self.0.write() {
+            map.entry(key.clone()).or_default().observe(d);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(K, Arc<Histogram>)> {
+        self.0
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What one finished request contributes.
+pub struct RequestRecord<'a> {
+    pub route: &'a str,
+    pub status: u16,
+    pub code: &'static str,
+    pub total: Duration,
+    pub upstream: Option<Duration>,
+}
+
+/// All gateway metrics.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Counters<(String, u16, &'static str)>,
+    latency: Histograms<String>,
+    upstream_latency: Histograms<String>,
+    auth_failures: Counters<String>,
+    reloads: Counters<&'static str>,
+    generation: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a finished request and its latencies.
+    pub fn request(&self, r: &RequestRecord<'_>) {
+        self.requests
+            .add(&(r.route.to_string(), r.status, r.code), 1);
+        self.latency.observe(&r.route.to_string(), r.total);
+        if let Some(up) = r.upstream {
+            self.upstream_latency.observe(&r.route.to_string(), up);
+        }
+    }
+
+    /// Counts an authentication failure by its (fixed-set) reason.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures.add(&reason.to_string(), 1);
+    }
+
+    /// Counts a reload attempt and records the live generation.
+    pub fn reload(&self, ok: bool, generation: u64) {
+        self.reloads.add(&if ok { "ok" } else { "failed" }, 1);
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Sets the live config generation.
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP modelgate_requests_total Requests by route, status and error code.\n# TYPE modelgate_requests_total counter\n");
+        let mut requests = self.requests.snapshot();
+        requests.sort();
+        for ((route, status, code), n) in requests {
+            let _ = writeln!(
+                out,
+                "modelgate_requests_total{{route=\"{}\",status=\"{status}\",code=\"{code}\"}} {n}",
+                escape(&route)
+            );
+        }
+        render_histograms(
+            &mut out,
+            "modelgate_request_duration_seconds",
+            "Time from request to response end, by route.",
+            &self.latency,
+        );
+        render_histograms(
+            &mut out,
+            "modelgate_upstream_duration_seconds",
+            "Upstream exchange time, by route.",
+            &self.upstream_latency,
+        );
+        out.push_str("# HELP modelgate_auth_failures_total Authentication failures by reason.\n# TYPE modelgate_auth_failures_total counter\n");
+        let mut failures = self.auth_failures.snapshot();
+        failures.sort();
+        for (reason, n) in failures {
+            let _ = writeln!(
+                out,
+                "modelgate_auth_failures_total{{reason=\"{}\"}} {n}",
+                escape(&reason)
+            );
+        }
+        out.push_str("# HELP modelgate_reloads_total Config reload attempts by result.\n# TYPE modelgate_reloads_total counter\n");
+        for result in ["ok", "failed"] {
+            let n = self
+                .reloads
+                .snapshot()
+                .into_iter()
+                .find(|(k, _)| *k == result)
+                .map_or(0, |(_, n)| n);
+            let _ = writeln!(out, "modelgate_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP modelgate_config_generation The live config generation.\n# TYPE modelgate_config_generation gauge\n");
+        let _ = writeln!(
+            out,
+            "modelgate_config_generation {}",
+            self.generation.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn render_histograms(out: &mut String, name: &str, help: &str, histograms: &Histograms<String>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut all = histograms.snapshot();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (route, h) in all {
+        let route = escape(&route);
+        let mut cumulative = 0;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{{route=\"{route}\"}} {}",
+            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histograms() {
+        let m = Metrics::default();
+        let record = |status, code, ms| RequestRecord {
+            route: "digits",
+            status,
+            code,
+            total: Duration::from_millis(ms),
+            upstream: None,
+        };
+        m.request(&record(200, "", 1));
+        m.request(&record(200, "", 3));
+        m.request(&record(401, "missing_credentials", 0));
+        m.auth_failure("wrong_secret");
+        m.reload(false, 1);
+        let text = m.render();
+        assert!(
+            text.contains("modelgate_requests_total{route=\"digits\",status=\"200\",code=\"\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("modelgate_requests_total{route=\"digits\",status=\"401\",code=\"missing_credentials\"} 1"));
+        assert!(text.contains(
+            "modelgate_request_duration_seconds_bucket{route=\"digits\",le=\"0.001\"} 2"
+        ));
+        assert!(
+            text.contains(
+                "modelgate_request_duration_seconds_bucket{route=\"digits\",le=\"+Inf\"} 3"
+            )
+        );
+        assert!(text.contains("modelgate_auth_failures_total{reason=\"wrong_secret\"} 1"));
+        assert!(text.contains("modelgate_reloads_total{result=\"failed\"} 1"));
+    }
+}
