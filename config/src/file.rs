@@ -15,8 +15,37 @@ pub struct ConfigFile {
     pub inference: InferenceSection,
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[plans.<name>]`: limits a caller gets by its plan.
+    #[serde(default)]
+    pub plans: std::collections::BTreeMap<String, LimitsSpecSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+}
+
+/// Rate, burst, concurrency and quota, as written (`rate = "100/s"`, `quota = "100000/day"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpecSection {
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub quota: Option<String>,
+}
+
+/// `[routes.validate]`: what a request body must look like.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSection {
+    /// `v2` (Open Inference Protocol, default for model routes), `tf_serving`, `none`.
+    pub protocol: Option<String>,
+    /// JSON Schema file (Draft 2020-12 or Draft 7) every JSON body must satisfy.
+    pub json_schema: Option<String>,
+    /// Model metadata (KServe v2 shape) for HTTP backends; embedded models use their own.
+    pub metadata: Option<String>,
+    /// Most problems listed in one refusal.
+    pub max_errors: Option<usize>,
+    /// Accept `Content-Encoding: gzip` (decompressed with caps) instead of refusing it.
+    pub gzip: Option<bool>,
 }
 
 /// `[auth]`: API keys and JWT issuers.
@@ -113,6 +142,13 @@ pub struct RouteSection {
     pub forward_credentials: Option<bool>,
     /// Also accept an API key from the `api_key` query parameter (default false).
     pub api_key_in_query: Option<bool>,
+    /// Per-route limits replacing the plan's for this route.
+    pub limits: Option<LimitsSpecSection>,
+    /// A global limit for this route's model, whoever calls.
+    pub model_limit: Option<LimitsSpecSection>,
+    /// Request cost: `"rows"` (default: the batch size) or a fixed number.
+    pub cost: Option<CostSection>,
+    pub validate: Option<ValidateSection>,
     pub embedded: Option<EmbeddedSection>,
     pub http: Option<HttpSection>,
 }
@@ -135,4 +171,12 @@ pub struct HttpSection {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub total_timeout: Option<String>,
+}
+
+/// `cost = "rows"` or `cost = 3`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CostSection {
+    Fixed(u32),
+    Named(String),
 }

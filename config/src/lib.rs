@@ -12,10 +12,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use duration::parse_duration;
-pub use file::ConfigFile;
+pub use file::{ConfigFile, LimitsSpecSection};
 pub use model::{
-    Auth, Backend, Config, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits, Route,
-    SecretSource, ServerSettings,
+    Auth, Backend, Config, Cost, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits,
+    Protocol, Route, SecretSource, ServerSettings, Validate,
 };
 pub use upstream_url::{UpstreamUrl, parse_upstream_url};
 pub use validate::validate;

@@ -14,6 +14,8 @@ pub struct Config {
     pub limits: Limits,
     pub inference: InferencePool,
     pub auth: Auth,
+    /// Plan name → limits as written; parsed (with paths in errors) when a snapshot is built.
+    pub plans: std::collections::BTreeMap<String, crate::file::LimitsSpecSection>,
     pub routes: Vec<Route>,
 }
 
@@ -121,6 +123,12 @@ pub struct Route {
     pub public: bool,
     pub forward_credentials: bool,
     pub api_key_in_query: bool,
+    /// Limits replacing the plan's on this route.
+    pub limits: Option<crate::file::LimitsSpecSection>,
+    /// Global limit for this route's model.
+    pub model_limit: Option<crate::file::LimitsSpecSection>,
+    pub cost: Cost,
+    pub validate: Validate,
     pub backend: Backend,
 }
 
@@ -146,4 +154,34 @@ pub struct HttpBackend {
     pub read_timeout: Duration,
     /// Longest time for the whole upstream exchange.
     pub total_timeout: Duration,
+}
+
+/// What one request costs against rate limits and quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cost {
+    /// The number of rows (batch size) the request asks for; 1 when not an inference.
+    Rows,
+    Fixed(u32),
+}
+
+/// The request protocol a route checks bodies against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Open Inference Protocol (KServe v2), checked against the model's metadata.
+    V2,
+    /// TF-Serving `:predict` bodies (`instances` / `inputs`).
+    TfServing,
+    /// No protocol check (a JSON Schema may still apply).
+    None,
+}
+
+/// Input validation settings for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validate {
+    pub protocol: Protocol,
+    pub json_schema: Option<PathBuf>,
+    /// Model metadata file for HTTP backends.
+    pub metadata: Option<PathBuf>,
+    pub max_errors: usize,
+    pub gzip: bool,
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::file::{AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection};
 use crate::model::{
-    Auth, Backend, Config, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits, Route,
-    SecretSource, ServerSettings,
+    Auth, Backend, Config, Cost, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits,
+    Protocol, Route, SecretSource, ServerSettings, Validate,
 };
 use crate::{ConfigError, parse_duration, parse_upstream_url};
 
@@ -53,6 +53,7 @@ pub fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Config, Vec<Config
             limits,
             inference,
             auth,
+            plans: file.plans.clone(),
             routes,
         })
     } else {
@@ -208,6 +209,10 @@ impl Validator<'_> {
                 public: r.public.unwrap_or(false),
                 forward_credentials: r.forward_credentials.unwrap_or(false),
                 api_key_in_query: r.api_key_in_query.unwrap_or(false),
+                limits: r.limits.clone(),
+                model_limit: r.model_limit.clone(),
+                cost: self.cost(&at, r.cost.as_ref()),
+                validate: self.validate_section(&at, r),
                 backend,
             });
         }
@@ -370,6 +375,51 @@ impl Validator<'_> {
             (Some(var), None) => Some(SecretSource::Env(var.to_string())),
             (None, Some(file)) => Some(SecretSource::File(self.base_dir.join(file))),
             (None, None) => None,
+        }
+    }
+
+    fn cost(&mut self, at: &str, cost: Option<&crate::file::CostSection>) -> Cost {
+        use crate::file::CostSection;
+        match cost {
+            None => Cost::Rows,
+            Some(CostSection::Named(n)) if n == "rows" => Cost::Rows,
+            Some(CostSection::Fixed(n)) if *n > 0 => Cost::Fixed(*n),
+            Some(_) => {
+                self.error(format!("{at}.cost"), "must be \"rows\" or a number > 0");
+                Cost::Rows
+            }
+        }
+    }
+
+    fn validate_section(&mut self, at: &str, r: &RouteSection) -> Validate {
+        let v = r.validate.clone().unwrap_or_default();
+        let protocol = match v.protocol.as_deref() {
+            None if r.model.is_some() => Protocol::V2,
+            None | Some("none") => Protocol::None,
+            Some("v2") => Protocol::V2,
+            Some("tf_serving") => Protocol::TfServing,
+            Some(other) => {
+                self.error(
+                    format!("{at}.validate.protocol"),
+                    format!("{other:?} is not one of v2, tf_serving, none"),
+                );
+                Protocol::None
+            }
+        };
+        let json_schema = v
+            .json_schema
+            .as_deref()
+            .map(|p| self.required_file(&format!("{at}.validate.json_schema"), Some(p)));
+        let metadata = v
+            .metadata
+            .as_deref()
+            .map(|p| self.required_file(&format!("{at}.validate.metadata"), Some(p)));
+        Validate {
+            protocol,
+            json_schema,
+            metadata,
+            max_errors: self.positive(&format!("{at}.validate.max_errors"), v.max_errors, 10),
+            gzip: v.gzip.unwrap_or(false),
         }
     }
 
