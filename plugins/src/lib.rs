@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod body;
 pub mod json_limits;
+pub mod ratelimit;
+pub mod schema;
 pub mod stage;
 pub mod verdict;
 
