@@ -32,6 +32,8 @@ pub struct Identity<'a> {
     pub credential_headers: Vec<HeaderName>,
     /// Remove the `api_key` query parameter.
     pub strip_query_key: bool,
+    /// Headers the gateway adds to the response (e.g. `RateLimit-*`).
+    pub response_headers: Vec<(&'static str, String)>,
 }
 
 /// How long an idle upstream connection stays in the pool.
@@ -100,7 +102,14 @@ impl HttpUpstreams {
             self.upstream_request(session, base_path, prefix_len, body.len(), identity)?;
         match tokio::time::timeout(
             self.total_timeout,
-            exchange(connector, peer, session, request, body),
+            exchange(
+                connector,
+                peer,
+                session,
+                request,
+                body,
+                &identity.response_headers,
+            ),
         )
         .await
         {
@@ -215,6 +224,7 @@ async fn exchange(
     session: &mut Session,
     request: Box<RequestHeader>,
     body: Bytes,
+    extra_headers: &[(&'static str, String)],
 ) -> Result<u16, ForwardError> {
     let mut attempt = 0;
     let (mut upstream, response) = loop {
@@ -230,7 +240,11 @@ async fn exchange(
         }
     };
     let status = response.status.as_u16();
-    let response = downstream_response(response);
+    let mut response = downstream_response(response);
+    for (name, value) in extra_headers {
+        // The gateway's values replace any the upstream sent.
+        let _ = response.insert_header(*name, value.as_str());
+    }
     let done = upstream.is_body_done();
     session
         .write_response_header(response, done)

@@ -1,7 +1,8 @@
 //! modelgate: a hardened model-serving gateway on Pingora.
 //!
 //! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
-//! capped before any upstream is chosen) → backend (embedded ONNX or HTTP upstreams).
+//! capped before any upstream is chosen) → validate → rate limit → backend (embedded ONNX
+//! or HTTP upstreams).
 //! Refusals become JSON errors in one place ([`respond`]).
 
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod embedded;
 pub mod forward;
 pub mod http_get;
 pub mod keys_cli;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
@@ -21,3 +23,4 @@ pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod trace;
+pub mod validation;

@@ -8,7 +8,9 @@ use http::{Method, StatusCode};
 use pingora::connectors::http::v1::Connector;
 use pingora::proxy::Session;
 
+use modelgate_config::Cost;
 use modelgate_plugins::auth::Caller;
+use modelgate_plugins::ratelimit::{Admission, Limiter, Refusal, RefusalReason};
 use modelgate_plugins::{Code, Denial};
 
 use crate::body::{BodyError, read_body};
@@ -22,15 +24,21 @@ use crate::snapshot::{BuiltBackend, BuiltRoute, Snapshot};
 pub struct Shared {
     pub pool: InferencePool,
     pub connector: Connector,
+    /// Rate-limit, quota and in-flight state: outlives config generations.
+    pub limiter: Limiter,
 }
 
-/// What the pipeline did, for the access log.
-#[derive(Debug, Default, Clone)]
+/// What the pipeline did, for the access log; it also holds the limiter's admission
+/// (in-flight permits) until the request context is dropped.
+#[derive(Debug, Default)]
 pub struct Outcome {
     pub route: Option<String>,
     pub consumer: Option<String>,
     /// Time spent on the upstream exchange, for HTTP backends.
     pub upstream: Option<std::time::Duration>,
+    /// Cost charged against the caller's limits.
+    pub cost: u32,
+    pub admission: Option<Admission>,
     pub status: u16,
     pub code: Option<Code>,
 }
@@ -90,20 +98,22 @@ async fn run(
         close: !session.is_body_empty(),
         denial,
     };
+    // 1. Route.
     let target = snapshot
         .index
         .resolve(&path)
         .map_err(|d| early(d, session))?;
     let limits = &snapshot.config.limits;
-    let route = match &target {
-        Target::Model { route, .. } | Target::Prefix { route, .. } => {
-            let built = &snapshot.routes[*route];
-            outcome.route = Some(built.config.name.clone());
-            Some(built)
-        }
+    let route_index = match &target {
+        Target::Model { route, .. } | Target::Prefix { route, .. } => Some(*route),
         _ => None,
     };
+    let route = route_index.map(|i| &snapshot.routes[i]);
+    if let Some(r) = route {
+        outcome.route = Some(r.config.name.clone());
+    }
     check_method(&target, route, &method).map_err(|d| early(d, session))?;
+    // 2. Authenticate (and check scopes).
     let caller = match route {
         Some(r) if !r.config.public => {
             let caller = authenticate(snapshot, r, session)
@@ -114,19 +124,69 @@ async fn run(
         }
         _ => None,
     };
+    // 4. Read the whole body, capped, before any upstream is chosen.
     let cap = route.map_or(limits.max_body_bytes, |r| r.config.max_body_bytes);
     let body = read_body(session, cap, limits.body_read_timeout).await?;
+    // 5. Validate against the model contract / JSON Schema; parsed once for what follows.
+    let validated = match (&target, route) {
+        (
+            Target::Model {
+                op: ModelOp::Infer, ..
+            },
+            Some(r),
+        ) => r
+            .validation
+            .check_infer(&session.req_header().headers, &body)?,
+        (Target::Prefix { .. }, Some(r))
+            if r.validation.is_tf_serving() && method == Method::POST =>
+        {
+            r.validation
+                .check_infer(&session.req_header().headers, &body)?
+        }
+        (_, Some(r)) => {
+            r.validation
+                .check_schema(&session.req_header().headers, &body)?;
+            None
+        }
+        _ => None,
+    };
+    // 3. Rate limits, quotas and in-flight caps, charged the request's cost (known now).
+    let mut response_headers = Vec::new();
+    if let (Some(caller), Some(r), Some(index)) = (&caller, route, route_index) {
+        let cost = match r.config.cost {
+            Cost::Fixed(n) => n,
+            Cost::Rows => validated
+                .as_ref()
+                .map_or(1, |v| u32::try_from(v.batch.max(1)).unwrap_or(u32::MAX)),
+        };
+        let (spec, model_spec) = snapshot.limits.for_request(&caller.plan, index);
+        let model = r.config.model.as_deref().zip(model_spec);
+        outcome.cost = cost;
+        match shared
+            .limiter
+            .check(&caller.consumer, &r.config.name, spec, model, cost)
+        {
+            Ok(admission) => {
+                response_headers.extend(admission.headers().to_pairs());
+                // Held until the response ends (the permit is released when the
+                // request context is dropped, also on client abort).
+                outcome.admission = Some(admission);
+            }
+            Err(refusal) => return Err(rate_denial(&refusal).into()),
+        }
+    }
 
+    // 7. Answer: the gateway's own endpoints, the embedded model, or an HTTP upstream.
     match (target, route) {
-        (Target::ServerLive, _) => ok_json(session, outcome, br#"{"live":true}"#).await,
-        (Target::ServerReady, _) => ok_json(session, outcome, br#"{"ready":true}"#).await,
+        (Target::ServerLive, _) => ok_json(session, outcome, br#"{"live":true}"#, &[]).await,
+        (Target::ServerReady, _) => ok_json(session, outcome, br#"{"ready":true}"#, &[]).await,
         (Target::ServerMetadata, _) => {
             let meta = concat!(
                 r#"{"name":"modelgate","version":""#,
                 env!("CARGO_PKG_VERSION"),
                 r#"","extensions":[]}"#
             );
-            ok_json(session, outcome, meta.as_bytes()).await
+            ok_json(session, outcome, meta.as_bytes(), &[]).await
         }
         (
             Target::Model {
@@ -145,18 +205,19 @@ async fn run(
                 match op {
                     ModelOp::Metadata => {
                         let body = crate::embedded::v2::metadata_json(meta);
-                        ok_json(session, outcome, &body).await
+                        ok_json(session, outcome, &body, &response_headers).await
                     }
                     ModelOp::Ready => {
                         let body =
                             serde_json::json!({"name": meta.name, "ready": true}).to_string();
-                        ok_json(session, outcome, body.as_bytes()).await
+                        ok_json(session, outcome, body.as_bytes(), &response_headers).await
                     }
                     ModelOp::Infer => {
-                        let response = model
-                            .infer(&shared.pool, &body, limits.max_json_depth)
-                            .await?;
-                        ok_json(session, outcome, &response).await
+                        let request = validated.ok_or_else(|| {
+                            Denial::new(Code::Internal, "inference is unavailable")
+                        })?;
+                        let response = model.infer(&shared.pool, request).await?;
+                        ok_json(session, outcome, &response, &response_headers).await
                     }
                     ModelOp::Other => {
                         Err(Denial::new(Code::RouteNotFound, "no such model endpoint").into())
@@ -164,34 +225,26 @@ async fn run(
                 }
             }
             BuiltBackend::Http(upstreams) => {
-                forward(
-                    shared,
-                    snapshot,
+                let request = Forwarding {
                     route,
-                    upstreams,
-                    caller.as_ref(),
-                    session,
+                    caller: caller.as_ref(),
                     body,
                     prefix_len,
-                    outcome,
-                )
-                .await
+                    response_headers,
+                };
+                forward(shared, snapshot, upstreams, session, request, outcome).await
             }
         },
         (Target::Prefix { prefix_len, .. }, Some(route)) => match &route.backend {
             BuiltBackend::Http(upstreams) => {
-                forward(
-                    shared,
-                    snapshot,
+                let request = Forwarding {
                     route,
-                    upstreams,
-                    caller.as_ref(),
-                    session,
+                    caller: caller.as_ref(),
                     body,
                     prefix_len,
-                    outcome,
-                )
-                .await
+                    response_headers,
+                };
+                forward(shared, snapshot, upstreams, session, request, outcome).await
             }
             BuiltBackend::Embedded(_) => {
                 Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
@@ -201,6 +254,37 @@ async fn run(
             Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
         }
     }
+}
+
+/// A refusal by the limiter as a 429 with `Retry-After` (when waiting can help) and the
+/// `RateLimit-*` headers.
+fn rate_denial(refusal: &Refusal) -> Denial {
+    let (code, message) = match refusal.reason {
+        RefusalReason::RateLimited => (Code::RateLimited, "rate limit exceeded"),
+        RefusalReason::QuotaExhausted => (Code::QuotaExhausted, "quota exhausted for this window"),
+        RefusalReason::TooManyConcurrent => {
+            (Code::TooManyConcurrent, "too many requests in flight")
+        }
+        RefusalReason::CostExceedsBurst => (
+            Code::CostExceedsBurst,
+            "this request costs more than the limit allows at once; send smaller batches",
+        ),
+    };
+    let mut denial = Denial::new(code, message);
+    denial.retry_after = refusal.retry_after;
+    for (name, value) in refusal.headers().to_pairs() {
+        denial = denial.with_header(name, value);
+    }
+    denial
+}
+
+/// What the forwarding step needs to know about the request.
+struct Forwarding<'a> {
+    route: &'a BuiltRoute,
+    caller: Option<&'a Caller>,
+    body: Bytes,
+    prefix_len: usize,
+    response_headers: Vec<(&'static str, String)>,
 }
 
 /// Authenticates the caller and checks its scopes cover the route's model (or, for a
@@ -229,27 +313,31 @@ async fn authenticate(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Shared,
     snapshot: &Snapshot,
-    route: &BuiltRoute,
     upstreams: &crate::forward::HttpUpstreams,
-    caller: Option<&Caller>,
     session: &mut Session,
-    body: Bytes,
-    prefix_len: usize,
+    request: Forwarding<'_>,
     outcome: &mut Outcome,
 ) -> Result<(), Failure> {
+    let config = &request.route.config;
     let identity = Identity {
-        caller,
-        strip_credentials: !route.config.forward_credentials,
+        caller: request.caller,
+        strip_credentials: !config.forward_credentials,
         credential_headers: snapshot.auth.credential_headers().cloned().collect(),
-        strip_query_key: route.config.api_key_in_query && !route.config.forward_credentials,
+        strip_query_key: config.api_key_in_query && !config.forward_credentials,
+        response_headers: request.response_headers,
     };
     let started = std::time::Instant::now();
     let result = upstreams
-        .forward(&shared.connector, session, body, prefix_len, &identity)
+        .forward(
+            &shared.connector,
+            session,
+            request.body,
+            request.prefix_len,
+            &identity,
+        )
         .await;
     outcome.upstream = Some(started.elapsed());
     match result {
@@ -302,9 +390,20 @@ fn method_not_allowed(allow: &str) -> Denial {
     .with_header("allow", allow)
 }
 
-async fn ok_json(session: &mut Session, outcome: &mut Outcome, body: &[u8]) -> Result<(), Failure> {
+async fn ok_json(
+    session: &mut Session,
+    outcome: &mut Outcome,
+    body: &[u8],
+    headers: &[(&'static str, String)],
+) -> Result<(), Failure> {
     outcome.status = 200;
-    respond::json(session, StatusCode::OK, Bytes::copy_from_slice(body), &[])
-        .await
-        .map_err(Failure::Broken)
+    let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.clone())).collect();
+    respond::json(
+        session,
+        StatusCode::OK,
+        Bytes::copy_from_slice(body),
+        &headers,
+    )
+    .await
+    .map_err(Failure::Broken)
 }

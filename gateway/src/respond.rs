@@ -26,7 +26,12 @@ pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingor
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     if let Some(after) = denial.retry_after {
-        headers.push(("retry-after", after.as_secs().max(1).to_string()));
+        headers.push((
+            "retry-after",
+            modelgate_plugins::ratelimit::ceil_secs(after)
+                .max(1)
+                .to_string(),
+        ));
     }
     if close {
         session.set_keepalive(None);

@@ -20,6 +20,7 @@ use crate::proxy::Gateway;
 use crate::reload::{Reloader, SighupReload};
 use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
+use modelgate_plugins::ratelimit::Limiter;
 
 /// Loads the config and runs the gateway until SIGTERM/SIGINT. Returns only on a start-up
 /// failure, with a message for the operator.
@@ -71,7 +72,12 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
-    let shared = Arc::new(Shared { pool, connector });
+    let shared = Arc::new(Shared {
+        pool,
+        connector,
+        limiter: Limiter::in_process(),
+    });
+    start_limiter_eviction(&shared);
     let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), snapshot));
 
     let gateway = Gateway {
@@ -96,4 +102,23 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         settings.listen, settings.admin_listen
     );
     server.run_forever()
+}
+
+/// Drops idle limiter state (fully refilled cells, past quota windows) once a minute, so
+/// memory follows the active consumers only.
+fn start_limiter_eviction(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("modelgate-evict".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                let Some(shared) = weak.upgrade() else { return };
+                let evicted = shared.limiter.evict_idle();
+                log::debug!("limiter eviction: {evicted:?}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start limiter eviction: {e}");
+    }
 }

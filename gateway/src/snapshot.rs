@@ -9,12 +9,15 @@ use modelgate_config::{Backend, Config, ConfigError, Route};
 use crate::authn::Authenticator;
 use crate::embedded::EmbeddedModel;
 use crate::forward::HttpUpstreams;
+use crate::limits::PlanLimits;
 use crate::routes::RouteIndex;
+use crate::validation::RouteValidation;
 
 /// One route with its backend built.
 pub struct BuiltRoute {
     pub config: Route,
     pub backend: BuiltBackend,
+    pub validation: RouteValidation,
 }
 
 /// A route's backend, ready to take requests.
@@ -30,6 +33,7 @@ pub struct Snapshot {
     pub index: RouteIndex,
     pub routes: Vec<BuiltRoute>,
     pub auth: Authenticator,
+    pub limits: PlanLimits,
 }
 
 impl Snapshot {
@@ -80,16 +84,30 @@ impl Snapshot {
                     }
                 },
             };
-            if let Some(backend) = backend {
+            let validation = RouteValidation::build(
+                &format!("routes[{i}]"),
+                route,
+                config.limits.max_json_depth,
+            )
+            .map_err(|e| errors.push(e))
+            .ok();
+            if let (Some(backend), Some(validation)) = (backend, validation) {
                 routes.push(BuiltRoute {
                     config: route.clone(),
                     backend,
+                    validation,
                 });
             }
         }
-        let Some(auth) = auth.filter(|_| errors.is_empty()) else {
+        let limits = PlanLimits::build(&config)
+            .map_err(|e| errors.extend(e))
+            .ok();
+        let (Some(auth), Some(limits)) = (auth, limits) else {
             return Err(errors);
         };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let index = RouteIndex::new(
             routes
                 .iter()
@@ -101,6 +119,7 @@ impl Snapshot {
             index,
             routes,
             auth,
+            limits,
         })
     }
 

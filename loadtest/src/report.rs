@@ -61,9 +61,10 @@ impl Stats {
     /// Empty statistics.
     pub fn new() -> Self {
         Self {
-            // Auto-resizing, 3 significant digits; cannot fail for sigfig <= 5.
-            latency_us: Histogram::new(3)
-                .expect("3 significant figures is a valid histogram precision"),
+            // 1 µs to 1 hour at 3 significant digits: `saturating_record` clamps only beyond
+            // an hour (an auto-resizing histogram would not grow on `saturating_record`).
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("1 µs..1 h at 3 significant figures is a valid histogram"),
             statuses: vec![0; 1000],
             errors: ErrorCounts::default(),
             sent: 0,
@@ -307,6 +308,17 @@ impl fmt::Display for Report {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_responses_are_recorded_not_clamped() {
+        let mut s = Stats::new();
+        for ms in [5, 50, 500] {
+            s.record(200, Duration::from_millis(ms));
+        }
+        let p50 = s.latency_us.value_at_quantile(0.5);
+        assert!((49_000..=51_000).contains(&p50), "p50 {p50} µs");
+        assert!(s.latency_us.max() >= 499_000);
+    }
 
     #[test]
     fn merge_and_output() {

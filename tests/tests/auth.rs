@@ -22,9 +22,9 @@ fn digits_routes(upstream: &str) -> String {
     let models = repo_root().join("models");
     format!(
         "[[routes]]\nname = \"digits\"\nmodel = \"digits\"\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n\n\
-         [[routes]]\nname = \"echo\"\nmodel = \"echo\"\n[routes.http]\nupstreams = [{upstream:?}]\n\n\
+         [[routes]]\nname = \"echo\"\nmodel = \"echo\"\nvalidate = {{ protocol = \"none\" }}\n[routes.http]\nupstreams = [{upstream:?}]\n\n\
          [[routes]]\nname = \"open\"\npath_prefix = \"/open\"\npublic = true\n[routes.http]\nupstreams = [{upstream:?}]\n\n\
-         [[routes]]\nname = \"query\"\nmodel = \"query\"\napi_key_in_query = true\n[routes.http]\nupstreams = [{upstream:?}]\n",
+         [[routes]]\nname = \"query\"\nmodel = \"query\"\napi_key_in_query = true\nvalidate = {{ protocol = \"none\" }}\n[routes.http]\nupstreams = [{upstream:?}]\n",
         models.join("digits.onnx"),
         models.join("digits.json"),
     )

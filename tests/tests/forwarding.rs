@@ -122,7 +122,7 @@ fn rewrite_prefix_and_upstream_base_path() {
 fn model_route_to_http_backend_forwards_v2_paths() {
     let up = Upstream::start(Behaviour::Echo);
     let gw = GatewayProcess::start(&format!(
-        "[[routes]]\nname = \"remote\"\nmodel = \"remote\"\npublic = true\n[routes.http]\nupstreams = [{:?}]\n",
+        "[[routes]]\nname = \"remote\"\nmodel = \"remote\"\npublic = true\nvalidate = {{ protocol = \"none\" }}\n[routes.http]\nupstreams = [{:?}]\n",
         up.url()
     ));
     let r = post_json(gw.addr, "/v2/models/remote/infer", b"{}", "");

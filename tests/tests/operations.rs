@@ -10,11 +10,19 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
     let gw = GatewayProcess::start(&digits_route());
     assert_eq!(get(gw.addr, "/v2/models/digits").status, 200);
     assert_eq!(get(gw.addr, "/v2/models/digits").status, 200);
-    assert_eq!(post_json(gw.addr, "/v2/models/digits/infer", b"{", "").status, 400);
+    assert_eq!(
+        post_json(gw.addr, "/v2/models/digits/infer", b"{", "").status,
+        400
+    );
     assert_eq!(get(gw.addr, "/nowhere").status, 404);
     let metrics = get(gw.admin, "/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = String::from_utf8(metrics.body).unwrap();
     for line in [
         "modelgate_requests_total{route=\"digits\",status=\"200\",code=\"\"} 2",

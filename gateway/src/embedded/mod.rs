@@ -9,6 +9,7 @@ pub mod v2;
 use std::path::Path;
 use std::sync::Arc;
 
+use modelgate_plugins::schema::ValidatedRequest;
 use modelgate_plugins::{Code, Denial};
 
 pub use metadata::ModelMetadata;
@@ -34,25 +35,13 @@ impl EmbeddedModel {
         &self.model.metadata
     }
 
-    /// Parses, checks and runs an infer request body on the pool; returns the response JSON.
+    /// Runs a validated infer request on the pool; returns the response JSON.
     pub async fn infer(
         &self,
         pool: &InferencePool,
-        body: &[u8],
-        max_json_depth: usize,
+        request: ValidatedRequest,
     ) -> Result<Vec<u8>, Denial> {
-        modelgate_plugins::json_limits::check_depth(body, max_json_depth)?;
-        let request: v2::InferRequest = serde_json::from_slice(body).map_err(|e| {
-            if e.is_data() {
-                Denial::new(
-                    Code::InvalidInput,
-                    format!("invalid inference request: {e}"),
-                )
-            } else {
-                Denial::new(Code::InvalidJson, format!("malformed JSON: {e}"))
-            }
-        })?;
-        let batch = v2::to_batch(request, self.metadata())
+        let batch = v2::Batch::from_validated(request, self.metadata())
             .map_err(|m| Denial::new(Code::InvalidInput, m))?;
         let model = Arc::clone(&self.model);
         let (batch, outputs) = pool

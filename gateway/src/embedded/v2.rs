@@ -1,107 +1,14 @@
-//! The Open Inference Protocol (KServe v2) REST messages the embedded backend speaks:
-//! parsing an infer request into a batch of rows and writing the response.
+//! The Open Inference Protocol (KServe v2) REST responses the embedded backend writes.
+//! Requests arrive already checked and parsed by the validate stage.
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use std::fmt;
+use serde::Serialize;
+
+use modelgate_plugins::schema::ValidatedRequest;
 
 use super::metadata::ModelMetadata;
 use super::model::{OutputData, Outputs};
 
-/// An infer request: `{"id", "parameters", "inputs": [...], "outputs": [...]}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InferRequest {
-    pub id: Option<String>,
-    pub parameters: Option<de::IgnoredAny>,
-    pub inputs: Vec<InputTensor>,
-    #[serde(default)]
-    pub outputs: Vec<RequestedOutput>,
-}
-
-/// One input tensor; `data` may be flat or nested row-major.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputTensor {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub datatype: String,
-    pub parameters: Option<de::IgnoredAny>,
-    pub data: Numbers,
-}
-
-/// An output the client asks for by name.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedOutput {
-    pub name: String,
-    pub parameters: Option<de::IgnoredAny>,
-}
-
-/// A tensor's numbers, nested arrays flattened row-major while parsing.
-#[derive(Debug, Default, PartialEq)]
-pub struct Numbers(pub Vec<f64>);
-
-impl<'de> Deserialize<'de> for Numbers {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut out = Vec::new();
-        deserializer.deserialize_seq(Flatten(&mut out))?;
-        Ok(Numbers(out))
-    }
-}
-
-struct Flatten<'a>(&'a mut Vec<f64>);
-
-impl<'de> Visitor<'de> for Flatten<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of numbers (flat or nested)")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if let Some(hint) = seq.size_hint() {
-            self.0.reserve(hint.min(1 << 20));
-        }
-        while seq.next_element_seed(Element(self.0))?.is_some() {}
-        Ok(())
-    }
-}
-
-struct Element<'a>(&'a mut Vec<f64>);
-
-impl<'de> de::DeserializeSeed<'de> for Element<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Element<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a number or an array of numbers")
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push(v);
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.push(v as f64);
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.push(v as f64);
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        Flatten(self.0).visit_seq(seq)
-    }
-}
-
-/// A request checked against the model: ready to run.
+/// A checked request, ready to run.
 #[derive(Debug, PartialEq)]
 pub struct Batch {
     pub id: Option<String>,
@@ -111,84 +18,53 @@ pub struct Batch {
     pub outputs: Vec<usize>,
 }
 
-/// Checks a parsed request against the model's single FP32 input; the error is for the client.
-pub fn to_batch(request: InferRequest, meta: &ModelMetadata) -> Result<Batch, String> {
-    let spec = &meta.inputs[0];
-    let [input] = <[InputTensor; 1]>::try_from(request.inputs).map_err(|inputs| {
-        format!(
-            "expected exactly one input ({:?}), got {}",
-            spec.name,
-            inputs.len()
-        )
-    })?;
-    if input.name != spec.name {
-        return Err(format!(
-            "unknown input {:?}; the model's input is {:?}",
-            input.name, spec.name
-        ));
-    }
-    if input.datatype != spec.datatype {
-        return Err(format!(
-            "input {:?} must have datatype {}",
-            spec.name, spec.datatype
-        ));
-    }
-    let features = meta.features();
-    let rows = match input.shape.as_slice() {
-        [rows, cols] if *rows > 0 && usize::try_from(*cols) == Ok(features) => *rows as usize,
-        _ => {
-            return Err(format!(
-                "input {:?} must have shape [batch, {features}]",
-                spec.name
-            ));
-        }
-    };
-    if rows > meta.max_batch_size {
-        return Err(format!(
-            "batch size {rows} exceeds the model's maximum of {}",
-            meta.max_batch_size
-        ));
-    }
-    if input.data.0.len() != rows * features {
-        return Err(format!(
-            "input {:?} has {} values but shape {:?} needs {}",
-            spec.name,
-            input.data.0.len(),
-            input.shape,
-            rows * features
-        ));
-    }
-    let mut data = Vec::with_capacity(input.data.0.len());
-    for (i, v) in input.data.0.iter().enumerate() {
-        let v32 = *v as f32;
-        if !v32.is_finite() {
-            return Err(format!(
-                "input {:?} value at index {i} is not a finite FP32",
-                spec.name
-            ));
-        }
-        data.push(v32);
-    }
-    let outputs = if request.outputs.is_empty() {
-        (0..meta.outputs.len()).collect()
-    } else {
-        request
-            .outputs
-            .iter()
-            .map(|o| {
-                meta.outputs
-                    .iter()
-                    .position(|s| s.name == o.name)
-                    .ok_or_else(|| format!("unknown output {:?}", o.name))
+impl Batch {
+    /// Takes the model's single FP32 input out of a validated request. The contract the
+    /// request was checked against is the model's own metadata, so names and shapes fit;
+    /// the error covers a contract that does not match the model.
+    pub fn from_validated(
+        request: ValidatedRequest,
+        meta: &ModelMetadata,
+    ) -> Result<Batch, String> {
+        let input_name = &meta.inputs[0].name;
+        let rows = request.batch;
+        let outputs = if request.outputs.is_empty() {
+            (0..meta.outputs.len()).collect()
+        } else {
+            request
+                .outputs
+                .iter()
+                .map(|name| {
+                    meta.outputs
+                        .iter()
+                        .position(|s| &s.name == name)
+                        .ok_or_else(|| format!("unknown output {name:?}"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let id = request.id;
+        let data = request
+            .inputs
+            .into_iter()
+            .find(|t| &t.name == input_name)
+            .and_then(|t| match t.data {
+                modelgate_plugins::schema::TensorData::F32(v) => Some(v),
+                _ => None,
             })
-            .collect::<Result<_, _>>()?
-    };
-    Ok(Batch {
-        id: request.id,
-        rows,
-        data,
-        outputs,
-    })
+            .ok_or_else(|| format!("input {input_name:?} is missing or not FP32"))?;
+        if data.len() != rows * meta.features() {
+            return Err(format!(
+                "input {input_name:?} does not have {rows} rows of {} features",
+                meta.features()
+            ));
+        }
+        Ok(Batch {
+            id,
+            rows,
+            data,
+            outputs,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -284,81 +160,6 @@ mod tests {
             ],
             class_labels: vec![],
             feature_range: None,
-        }
-    }
-
-    fn parse(json: &str) -> Result<Batch, String> {
-        let request: InferRequest = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        to_batch(request, &meta())
-    }
-
-    #[test]
-    fn flat_and_nested_data_give_the_same_batch() {
-        let flat = parse(
-            r#"{"id":"a","inputs":[{"name":"input","shape":[2,2],"datatype":"FP32","data":[1,2,3,4.5]}]}"#,
-        );
-        let nested = parse(
-            r#"{"id":"a","inputs":[{"name":"input","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}"#,
-        );
-        let flat = flat.unwrap();
-        assert_eq!(flat, nested.unwrap());
-        assert_eq!(
-            (flat.rows, flat.data.as_slice()),
-            (2, &[1.0, 2.0, 3.0, 4.5][..])
-        );
-        assert_eq!(flat.outputs, vec![0, 1]);
-    }
-
-    #[test]
-    fn requested_outputs_select_and_order() {
-        let b = parse(r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[0,0]}],"outputs":[{"name":"label"}]}"#).unwrap();
-        assert_eq!(b.outputs, vec![1]);
-        let e = parse(
-            r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[0,0]}],"outputs":[{"name":"nope"}]}"#,
-        );
-        assert!(e.unwrap_err().contains("unknown output"));
-    }
-
-    #[test]
-    fn refuses_contract_violations() {
-        let cases = [
-            (r#"{"inputs":[]}"#, "exactly one input"),
-            (
-                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[0,0]}]}"#,
-                "unknown input",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"INT64","data":[0,0]}]}"#,
-                "datatype",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32","data":[0,0,0]}]}"#,
-                "shape",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[2,2],"datatype":"FP32","data":[0,0]}]}"#,
-                "needs 4",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[5,2],"datatype":"FP32","data":[0,0,0,0,0,0,0,0,0,0]}]}"#,
-                "maximum",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[1e300,0]}]}"#,
-                "finite",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":["a",0]}]}"#,
-                "number",
-            ),
-            (
-                r#"{"inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[0,0]}],"extra":1}"#,
-                "unknown field",
-            ),
-        ];
-        for (json, want) in cases {
-            let e = parse(json).unwrap_err();
-            assert!(e.contains(want), "{json}: {e}");
         }
     }
 
