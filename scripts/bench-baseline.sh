@@ -1,0 +1,464 @@
+#!/usr/bin/env bash
+# Baseline throughput/latency of modelgate next to a direct upstream and nginx, measured
+# side by side in one run (see docs/BENCHMARKS.md).
+#
+#   (a) direct     load generator -> `modelgate-loadtest upstream`
+#   (b) modelgate  load generator -> modelgate (path_prefix route, threads = 1) -> upstream
+#   (c) nginx      load generator -> nginx proxy_pass (worker_processes 1, keepalive 64) -> upstream
+#   (d) embedded   modelgate-loadtest -> modelgate /v2/models/digits/infer, batch 1 and 32
+#
+# Pinning: the proxy under test (modelgate or nginx, all its threads) on core PROXY_CPU (0);
+# the load generator and the upstream on core LOAD_CPU (1). 64 keep-alive connections.
+# (a)-(c) are measured with wrk and with `modelgate-loadtest run` (closed loop);
+# every measurement is repeated ROUNDS times, interleaved, and the medians are reported.
+#
+# Environment knobs:
+#   DURATION=10        seconds per measurement
+#   ROUNDS=3           interleaved rounds (medians over these)
+#   WARMUP=2           seconds of unrecorded load per target before round 1 (0 = none)
+#   CONNECTIONS=64     keep-alive connections
+#   PROXY_CPU=0        core for the proxy under test
+#   LOAD_CPU=1         core for the load generator and the upstream
+#   BASE_PORT=18000    loopback ports BASE_PORT+1 (upstream), +80 (modelgate),
+#                      +81 (nginx), +1090 (modelgate admin)
+#   OUT=target/bench-baseline.md   where the markdown report is written
+#   CARGO_TARGET_DIR   respected (default: <repo>/target)
+#
+# Needs: cargo, nginx, wrk, taskset, curl (scripts/install-deps.sh --bench).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+BASE_PORT=${BASE_PORT:-18000}
+OUT=${OUT:-target/bench-baseline.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+die() {
+    echo "bench-baseline: $*" >&2
+    exit 1
+}
+
+for knob in DURATION ROUNDS WARMUP CONNECTIONS PROXY_CPU LOAD_CPU BASE_PORT; do
+    [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer (got '${!knob}')"
+done
+((DURATION >= 1 && DURATION <= 3600)) || die "DURATION must be 1..3600 seconds"
+((ROUNDS >= 1 && ROUNDS <= 50)) || die "ROUNDS must be 1..50"
+((WARMUP <= 600)) || die "WARMUP must be at most 600 seconds"
+((CONNECTIONS >= 1 && CONNECTIONS <= 4096)) || die "CONNECTIONS must be 1..4096"
+((BASE_PORT >= 1024 && BASE_PORT <= 60000)) || die "BASE_PORT must be 1024..60000"
+((PROXY_CPU != LOAD_CPU)) || die "PROXY_CPU and LOAD_CPU must differ"
+
+UPSTREAM_PORT=$((BASE_PORT + 1))
+MODELGATE_PORT=$((BASE_PORT + 80))
+NGINX_PORT=$((BASE_PORT + 81))
+ADMIN_PORT=$((BASE_PORT + 1090))
+HOST=127.0.0.1
+SAMPLES=$ROOT/models/digits_holdout.json
+
+# ---------------------------------------------------------------------------- checks
+
+missing=()
+for tool in cargo curl taskset nginx wrk awk; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    die "missing: ${missing[*]} -- run scripts/install-deps.sh --bench (and install Rust for cargo)"
+fi
+[[ -f $SAMPLES ]] || die "held-out samples not found: $SAMPLES"
+[[ -f $ROOT/models/digits.onnx && -f $ROOT/models/digits.json ]] || die "models/digits.{onnx,json} missing"
+
+allowed=$(taskset -pc $$ | sed 's/.*: *//')
+for cpu in "$PROXY_CPU" "$LOAD_CPU"; do
+    taskset -c "$cpu" true 2>/dev/null || die "cannot pin to CPU $cpu (allowed: $allowed)"
+done
+
+# ---------------------------------------------------------------------------- header
+
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ $commit != unknown && -n $(git -C "$ROOT" status --porcelain 2>/dev/null | head -1) ]]; then
+    commit="$commit (dirty)"
+fi
+cpu_model=$(lscpu 2>/dev/null | grep 'Model name' | head -1 | sed 's/^Model name: *//')
+header=(
+    "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    "- git commit: $commit"
+    "- nproc: $(nproc)"
+    "- CPU: ${cpu_model:-unknown}"
+    "- kernel: $(uname -srm)"
+    "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "- nginx: $( (nginx -v 2>&1 || true) | sed 's/^nginx version: //'), wrk: $( (wrk -v 2>&1 || true) | head -1 | awk '{print $2}')"
+    "- pinning: proxy under test on CPU $PROXY_CPU; load generator + upstream on CPU $LOAD_CPU"
+    "- parameters: DURATION=${DURATION}s ROUNDS=$ROUNDS WARMUP=${WARMUP}s CONNECTIONS=$CONNECTIONS"
+)
+echo "## modelgate baseline benchmark"
+printf '%s\n' "${header[@]}"
+echo
+
+# ---------------------------------------------------------------------------- build
+
+echo "bench-baseline: cargo build --release -p modelgate -p modelgate-loadtest" >&2
+cargo build --release -p modelgate -p modelgate-loadtest >&2
+MODELGATE=$TARGET_DIR/release/modelgate
+LOADTEST=$TARGET_DIR/release/modelgate-loadtest
+[[ -x $MODELGATE ]] || die "not found after build: $MODELGATE"
+[[ -x $LOADTEST ]] || die "not found after build: $LOADTEST"
+
+# ---------------------------------------------------------------------------- processes
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/modelgate-bench.XXXXXX")
+chmod 755 "$WORK" # nginx workers may run as an unprivileged user
+PIDS=() # started servers, stopped in reverse order on exit
+SIGS=() # their fast-shutdown signal
+
+stop_pid() { # pid signal
+    local pid=$1 sig=$2 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}" "${SIGS[i]}"
+    done
+    if ((rc != 0)); then
+        echo "bench-baseline: failed (exit $rc); logs in $WORK:" >&2
+        for f in "$WORK"/*.log "$WORK"/nginx/error.log; do
+            [[ -s $f ]] || continue
+            echo "--- $f (last 20 lines)" >&2
+            tail -n 20 "$f" >&2
+        done
+        echo "bench-baseline: keeping $WORK for inspection" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+NAMES=() # what each pid is, for messages
+
+# Dies if a started server has exited, saying how (exit status or signal).
+check_alive() {
+    local i st
+    for i in "${!PIDS[@]}"; do
+        kill -0 "${PIDS[i]}" 2>/dev/null && continue
+        st=0
+        wait "${PIDS[i]}" 2>/dev/null || st=$?
+        if ((st > 128)); then
+            st="signal $((st - 128)) ($(kill -l $((st - 128)) 2>/dev/null || echo '?'))"
+        else
+            st="exit status $st"
+        fi
+        die "${NAMES[i]} (pid ${PIDS[i]}) died: $st${1:+ ($1)}"
+    done
+}
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+}
+
+for port in "$UPSTREAM_PORT" "$MODELGATE_PORT" "$NGINX_PORT" "$ADMIN_PORT"; do
+    if port_in_use "$port"; then
+        die "port $HOST:$port is already in use (set BASE_PORT to move all ports)"
+    fi
+done
+
+wait_http() { # url expected-status description
+    local i code
+    for ((i = 0; i < 150; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)
+        [[ $code == "$2" ]] && return 0
+        check_alive "while waiting for $3"
+        sleep 0.1
+    done
+    die "$3 did not answer $2 at $1 within 15s (last status: ${code:-none})"
+}
+
+# The fast upstream, on the load core.
+taskset -c "$LOAD_CPU" "$LOADTEST" upstream --listen "$HOST:$UPSTREAM_PORT" \
+    >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!) SIGS+=(TERM) NAMES+=(upstream)
+for ((i = 0; i < 150; i++)); do
+    grep -q '^listening on ' "$WORK/upstream.log" 2>/dev/null && break
+    check_alive "starting"
+    sleep 0.1
+done
+grep -q '^listening on ' "$WORK/upstream.log" || die "upstream did not start within 15s"
+
+# modelgate: one process with the HTTP route (b) and the embedded model (d).
+cat >"$WORK/modelgate.toml" <<EOF
+# Generated by scripts/bench-baseline.sh
+[server]
+listen = "$HOST:$MODELGATE_PORT"
+admin_listen = "$HOST:$ADMIN_PORT"
+threads = 1
+pid_file = "$WORK/modelgate.pid"
+upgrade_sock = "$WORK/modelgate_upgrade.sock"
+grace_period = "1s"
+
+[inference]
+threads = 1
+queue_depth = 256
+
+# No [auth]: both routes are public, so the numbers are the request path without
+# credential checks.
+[[routes]]
+name = "fast"
+path_prefix = "/fast"
+public = true
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "digits"
+model = "digits"
+public = true
+[routes.embedded]
+onnx = "$ROOT/models/digits.onnx"
+metadata = "$ROOT/models/digits.json"
+EOF
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
+    >"$WORK/modelgate.log" 2>&1 &
+PIDS+=($!) SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
+wait_http "http://$HOST:$ADMIN_PORT/readyz" 200 "modelgate admin"
+
+# nginx: own prefix, config, pid and error log in $WORK; foreground (daemon off).
+mkdir -p "$WORK/nginx/tmp"
+sed -e "s|@PREFIX@|$WORK/nginx|g" \
+    -e "s|@LISTEN@|$HOST:$NGINX_PORT|g" \
+    -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" \
+    "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
+nginx_args=(-p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
+nginx -t -q "${nginx_args[@]}" >"$WORK/nginx-check.log" 2>&1 || die "nginx -t failed: $(cat "$WORK/nginx-check.log")"
+taskset -c "$PROXY_CPU" nginx "${nginx_args[@]}" >"$WORK/nginx.log" 2>&1 &
+PIDS+=($!) SIGS+=(TERM) NAMES+=(nginx) # nginx master: SIGTERM = fast shutdown, workers included
+
+URL_DIRECT=http://$HOST:$UPSTREAM_PORT/fast
+URL_MODELGATE=http://$HOST:$MODELGATE_PORT/fast
+URL_NGINX=http://$HOST:$NGINX_PORT/fast
+URL_INFER=http://$HOST:$MODELGATE_PORT/v2/models/digits/infer
+
+wait_http "$URL_DIRECT" 200 "upstream"
+wait_http "$URL_MODELGATE" 200 "modelgate -> upstream"
+wait_http "$URL_NGINX" 200 "nginx -> upstream"
+infer_status=$(curl -s -o "$WORK/infer.json" -w '%{http_code}' --max-time 5 \
+    -H 'content-type: application/json' \
+    --data '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]}]}' \
+    "$URL_INFER" || true)
+[[ $infer_status == 200 ]] || die "infer smoke request answered ${infer_status:-nothing}: $(head -c 300 "$WORK/infer.json" 2>/dev/null)"
+
+json_num() { # json key -> first numeric value of "key":
+    sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$1" | head -1
+}
+
+# The embedded path must compute real answers: check predicted labels against the
+# held-out labels for 1s at batch 32 (expect the model's held-out accuracy, 0.969).
+timeout 60 taskset -c "$LOAD_CPU" "$LOADTEST" run --url "$URL_INFER" --connections 4 --duration 1s \
+    --samples "$SAMPLES" --batch 32 --check-labels --json >"$WORK/accuracy.json" 2>"$WORK/accuracy.log" ||
+    die "label check against $URL_INFER failed: $(tail -5 "$WORK/accuracy.log")"
+accuracy=$(json_num "$(grep '^{' "$WORK/accuracy.json" | tail -1)" accuracy)
+[[ -n $accuracy ]] && accuracy=$(awk -v a="$accuracy" 'BEGIN { printf "%.3f\n", a }')
+[[ -n $accuracy ]] || die "label check reported no accuracy: $(head -c 300 "$WORK/accuracy.json")"
+header+=("- embedded model check: accuracy $accuracy on held-out rows at batch 32 (expected 0.969)")
+echo "${header[-1]}"
+echo
+
+# ---------------------------------------------------------------------------- measuring
+
+RESULTS=$WORK/results.tsv # tool target round rps p50_us p99_us errors
+: >"$RESULTS"
+mkdir -p "$WORK/raw"
+RUN_TIMEOUT=$((DURATION + 60))
+
+# "412.00us" / "1.23ms" / "2.00s" / "1.00m" -> microseconds (integer).
+wrk_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
+        if (f < 0) { print "NA"; exit }
+        printf "%d\n", n * f + 0.5 }'
+}
+
+run_wrk() { # target url round [seconds] [record]
+    local target=$1 url=$2 round=$3 secs=${4:-$DURATION} record=${5:-1}
+    local raw=$WORK/raw/wrk-$target-$round.txt
+    check_alive "before wrk $target round $round"
+    timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" \
+        wrk -t1 "-c$CONNECTIONS" "-d${secs}s" --latency "$url" >"$raw" 2>&1 ||
+        die "wrk against $target failed: $(tail -5 "$raw")"
+    check_alive "during wrk $target round $round"
+    ((record)) || return 0
+    local rps p50 p99 non2xx sockerr
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$raw")
+    p50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$raw")")
+    p99=$(wrk_us "$(awk '$1 == "99%" {print $2}' "$raw")")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$raw")
+    sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$raw")
+    [[ -n $rps ]] || die "cannot parse wrk output: $raw"
+    printf 'wrk\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$rps" "$p50" "$p99" \
+        $((${non2xx:-0} + ${sockerr:-0})) >>"$RESULTS"
+    printf '  round %s  wrk               %-10s %10.0f req/s  p50 %6s us  p99 %6s us\n' \
+        "$round" "$target" "$rps" "$p50" "$p99" >&2
+}
+
+run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
+    local label=$1 target=$2 url=$3 round=$4 secs=${5:-$DURATION} record=${6:-1}
+    shift 6 || shift $#
+    local raw=$WORK/raw/$label-$target-$round.json
+    check_alive "before $label $target round $round"
+    timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" \
+        "$LOADTEST" run --url "$url" --connections "$CONNECTIONS" --duration "${secs}s" --json "$@" \
+        >"$raw" 2>"$raw.err" || die "modelgate-loadtest against $target failed: $(tail -5 "$raw.err")"
+    check_alive "during $label $target round $round"
+    ((record)) || return 0
+    local json rps p50 p99 lat statuses errs ok completed bad
+    json=$(grep '^{' "$raw" | tail -1)
+    [[ -n $json ]] || die "no JSON report in $raw"
+    rps=$(json_num "$json" rps)
+    lat=$(grep -o '"latency_us":{[^}]*}' <<<"$json")
+    p50=$(json_num "$lat" p50)
+    p99=$(json_num "$lat" p99)
+    statuses=$(grep -o '"statuses":{[^}]*}' <<<"$json" || true)
+    ok=$(json_num "$statuses" 200)
+    completed=$(json_num "$json" completed)
+    errs=$(grep -o '"errors":{[^}]*}' <<<"$json" | grep -o '[0-9]\+' | awk '{s += $1} END {print s + 0}')
+    bad=$((${completed:-0} - ${ok:-0} + errs))
+    [[ -n $rps && -n $p50 ]] || die "cannot parse modelgate-loadtest report: $raw"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$target" "$round" "$rps" "$p50" "$p99" "$bad" >>"$RESULTS"
+    printf '  round %s  %-17s %-10s %10.0f req/s  p50 %6s us  p99 %6s us\n' \
+        "$round" "$label" "$target" "$rps" "$p50" "$p99" >&2
+}
+
+per_round=$((3 * 2 + 2))
+est=$(((ROUNDS * per_round * (DURATION + 1) + 6 * WARMUP) / 60 + 1))
+echo "bench-baseline: $ROUNDS rounds x $per_round measurements x ${DURATION}s (about $est min)" >&2
+
+if ((WARMUP > 0)); then
+    echo "bench-baseline: warmup ${WARMUP}s per target" >&2
+    run_wrk direct "$URL_DIRECT" 0 "$WARMUP" 0
+    run_wrk modelgate "$URL_MODELGATE" 0 "$WARMUP" 0
+    run_wrk nginx "$URL_NGINX" 0 "$WARMUP" 0
+    run_lt loadtest-b1 embedded "$URL_INFER" 0 "$WARMUP" 0 --samples "$SAMPLES" --batch 1
+    run_lt loadtest-b32 embedded "$URL_INFER" 0 "$WARMUP" 0 --samples "$SAMPLES" --batch 32
+fi
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "bench-baseline: round $r/$ROUNDS" >&2
+    run_wrk direct "$URL_DIRECT" "$r"
+    run_wrk modelgate "$URL_MODELGATE" "$r"
+    run_wrk nginx "$URL_NGINX" "$r"
+    run_lt loadtest direct "$URL_DIRECT" "$r" "$DURATION" 1
+    run_lt loadtest modelgate "$URL_MODELGATE" "$r" "$DURATION" 1
+    run_lt loadtest nginx "$URL_NGINX" "$r" "$DURATION" 1
+    run_lt loadtest-b1 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
+    run_lt loadtest-b32 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 32
+done
+
+check_alive "at the end"
+
+# ---------------------------------------------------------------------------- report
+
+# median of column $col for rows tool/target
+median() { # tool target column
+    awk -F'\t' -v t="$1" -v g="$2" -v c="$3" '$1 == t && $2 == g && $c != "NA" {print $c}' "$RESULTS" |
+        sort -g | awk '{v[NR] = $1} END {
+            if (NR == 0) { print "NA"; exit }
+            if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+total() { # tool target column
+    awk -F'\t' -v t="$1" -v g="$2" -v c="$3" '$1 == t && $2 == g {s += $c} END {print s + 0}' "$RESULTS"
+}
+rounds_list() { # tool target -> "141k / 139k / 140k"
+    awk -F'\t' -v t="$1" -v g="$2" '$1 == t && $2 == g {printf "%s%.1fk", (n++ ? " / " : ""), $4 / 1000}' "$RESULTS"
+}
+fmt_rps() { awk -v v="$1" 'BEGIN { if (v == "NA") print "NA"; else printf "%.0f\n", v }'; }
+fmt_lat() { # microseconds -> "123 µs" / "1.23 ms"
+    awk -v v="$1" 'BEGIN {
+        if (v == "NA") { print "NA"; exit }
+        if (v < 1000) printf "%d µs\n", v + 0.5; else printf "%.2f ms\n", v / 1000 }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "—"; else printf "%.2f×\n", a / b }'; }
+
+table=$(
+    echo "### Proxy overhead: GET /fast through each path (${CONNECTIONS} keep-alive connections)"
+    echo
+    echo "| path | load generator | req/s (median) | p50 | p99 | vs direct | vs nginx | errors | req/s per round |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    for tool in wrk loadtest; do
+        tool_name="wrk -t1 -c$CONNECTIONS"
+        [[ $tool == loadtest ]] && tool_name="modelgate-loadtest (closed)"
+        d=$(median "$tool" direct 4)
+        n=$(median "$tool" nginx 4)
+        for target in direct modelgate nginx; do
+            case $target in
+                direct) label="(a) direct to upstream" ;;
+                modelgate) label="(b) modelgate, threads = 1" ;;
+                nginx) label="(c) nginx, worker_processes 1" ;;
+            esac
+            rps=$(median "$tool" "$target" 4)
+            vs_direct=$(ratio "$rps" "$d")
+            vs_nginx=$(ratio "$rps" "$n")
+            [[ $target == direct ]] && vs_direct="1.00×"
+            [[ $target == nginx ]] && vs_nginx="1.00×"
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$tool_name" \
+                "$(fmt_rps "$rps")" "$(fmt_lat "$(median "$tool" "$target" 5)")" \
+                "$(fmt_lat "$(median "$tool" "$target" 6)")" "$vs_direct" "$vs_nginx" \
+                "$(total "$tool" "$target" 7)" "$(rounds_list "$tool" "$target")"
+        done
+    done
+    echo
+    echo "### (d) Embedded ONNX backend: POST /v2/models/digits/infer (held-out samples, modelgate-loadtest closed loop)"
+    echo
+    echo "| batch | req/s (median) | inferences/s | p50 | p99 | errors | req/s per round |"
+    echo "|---:|---:|---:|---:|---:|---:|---|"
+    for b in 1 32; do
+        rps=$(median "loadtest-b$b" embedded 4)
+        inf=$(awk -v v="$rps" -v b="$b" 'BEGIN { if (v == "NA") print "NA"; else print v * b }')
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(fmt_rps "$rps")" "$(fmt_rps "$inf")" \
+            "$(fmt_lat "$(median "loadtest-b$b" embedded 5)")" "$(fmt_lat "$(median "loadtest-b$b" embedded 6)")" \
+            "$(total "loadtest-b$b" embedded 7)" "$(rounds_list "loadtest-b$b" embedded)"
+    done
+    echo
+    echo "Medians over $ROUNDS interleaved rounds of ${DURATION}s. Latencies are medians of the per-round"
+    echo "p50/p99. \"errors\" = non-2xx responses + socket/timeout/protocol errors, summed over all rounds."
+    echo "Ratios compare medians measured with the same load generator in this run."
+)
+
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "## modelgate baseline benchmark"
+    echo
+    printf '%s\n' "${header[@]}"
+    echo "- command: \`DURATION=$DURATION ROUNDS=$ROUNDS scripts/bench-baseline.sh\`"
+    echo
+    echo "$table"
+    echo
+    echo "<details><summary>raw results (tool, target, round, req/s, p50 µs, p99 µs, errors)</summary>"
+    echo
+    echo '```'
+    cat "$RESULTS"
+    echo '```'
+    echo
+    echo "</details>"
+} >"$OUT"
+
+echo
+echo "$table"
+echo
+echo "bench-baseline: report written to $OUT" >&2
