@@ -31,6 +31,8 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     jwks: Arc<Jwks>,
     api_key_headers: Vec<HeaderName>,
+    /// `api_key_headers` plus `Authorization`: what is stripped before forwarding.
+    credential_headers: Vec<HeaderName>,
     failures: Arc<FailureLimiter>,
 }
 
@@ -112,16 +114,21 @@ impl Authenticator {
             },
             |p| Arc::clone(&p.failures),
         );
-        let api_key_headers = auth
+        let api_key_headers: Vec<HeaderName> = auth
             .api_key_headers
             .iter()
             .filter_map(|h| HeaderName::try_from(h.as_str()).ok())
             .collect();
+        let mut credential_headers: Vec<HeaderName> = api_key_headers.clone();
+        if !credential_headers.contains(&http::header::AUTHORIZATION) {
+            credential_headers.push(http::header::AUTHORIZATION);
+        }
         Ok(Authenticator {
             keys,
             jwt,
             jwks,
             api_key_headers,
+            credential_headers,
             failures,
         })
     }
@@ -132,10 +139,8 @@ impl Authenticator {
     }
 
     /// Headers that carry credentials, stripped before forwarding unless the route keeps them.
-    pub fn credential_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        self.api_key_headers
-            .iter()
-            .chain(std::iter::once(&http::header::AUTHORIZATION))
+    pub fn credential_headers(&self) -> &[HeaderName] {
+        &self.credential_headers
     }
 
     /// Authenticates a request for `route`. The denial is generic; the audit log has the reason.

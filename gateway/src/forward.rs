@@ -29,7 +29,7 @@ pub struct Identity<'a> {
     pub caller: Option<&'a Caller>,
     /// Remove `credential_headers` (the route does not forward credentials).
     pub strip_credentials: bool,
-    pub credential_headers: Vec<HeaderName>,
+    pub credential_headers: &'a [HeaderName],
     /// Remove the `api_key` query parameter.
     pub strip_query_key: bool,
     /// Headers the gateway adds to the response (e.g. `RateLimit-*`).

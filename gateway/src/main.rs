@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use modelgate::keys_cli::{self, IssueRequest};
 use modelgate::snapshot::Snapshot;
 
+/// mimalloc: fewer cycles per request than the system allocator on the proxy's hot path
+/// (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A hardened model-serving gateway.
 #[derive(Parser)]
 #[command(name = "modelgate", version)]

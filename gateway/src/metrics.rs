@@ -102,8 +102,8 @@ impl<K: Eq + Hash + Clone> Histograms<K> {
 }
 
 /// What one finished request contributes.
-pub struct RequestRecord<'a> {
-    pub route: &'a str,
+pub struct RequestRecord {
+    pub route: Arc<str>,
     pub status: u16,
     pub code: &'static str,
     pub total: Duration,
@@ -113,9 +113,9 @@ pub struct RequestRecord<'a> {
 /// All gateway metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Counters<(String, u16, &'static str)>,
-    latency: Histograms<String>,
-    upstream_latency: Histograms<String>,
+    requests: Counters<(Arc<str>, u16, &'static str)>,
+    latency: Histograms<Arc<str>>,
+    upstream_latency: Histograms<Arc<str>>,
     auth_failures: Counters<String>,
     reloads: Counters<&'static str>,
     generation: AtomicU64,
@@ -123,12 +123,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts a finished request and its latencies.
-    pub fn request(&self, r: &RequestRecord<'_>) {
+    pub fn request(&self, r: &RequestRecord) {
         self.requests
-            .add(&(r.route.to_string(), r.status, r.code), 1);
-        self.latency.observe(&r.route.to_string(), r.total);
+            .add(&(Arc::clone(&r.route), r.status, r.code), 1);
+        self.latency.observe(&r.route, r.total);
         if let Some(up) = r.upstream {
-            self.upstream_latency.observe(&r.route.to_string(), up);
+            self.upstream_latency.observe(&r.route, up);
         }
     }
 
@@ -203,7 +203,7 @@ impl Metrics {
     }
 }
 
-fn render_histograms(out: &mut String, name: &str, help: &str, histograms: &Histograms<String>) {
+fn render_histograms(out: &mut String, name: &str, help: &str, histograms: &Histograms<Arc<str>>) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut all = histograms.snapshot();
     all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -246,7 +246,7 @@ mod tests {
     fn renders_counters_and_cumulative_histograms() {
         let m = Metrics::default();
         let record = |status, code, ms| RequestRecord {
-            route: "digits",
+            route: Arc::from("digits"),
             status,
             code,
             total: Duration::from_millis(ms),

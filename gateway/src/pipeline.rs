@@ -32,7 +32,7 @@ pub struct Shared {
 /// (in-flight permits) until the request context is dropped.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     pub consumer: Option<String>,
     /// Time spent on the upstream exchange, for HTTP backends.
     pub upstream: Option<std::time::Duration>,
@@ -110,7 +110,7 @@ async fn run(
     };
     let route = route_index.map(|i| &snapshot.routes[i]);
     if let Some(r) = route {
-        outcome.route = Some(r.config.name.clone());
+        outcome.route = Some(Arc::clone(&r.name));
     }
     check_method(&target, route, &method).map_err(|d| early(d, session))?;
     // 2. Authenticate (and check scopes).
@@ -325,7 +325,7 @@ async fn forward(
     let identity = Identity {
         caller: request.caller,
         strip_credentials: !config.forward_credentials,
-        credential_headers: snapshot.auth.credential_headers().cloned().collect(),
+        credential_headers: snapshot.auth.credential_headers(),
         strip_query_key: config.api_key_in_query && !config.forward_credentials,
         response_headers: request.response_headers,
     };

@@ -73,7 +73,7 @@ impl ProxyHttp for Gateway {
             o.status
         };
         METRICS.request(&RequestRecord {
-            route: o.route.as_deref().unwrap_or("none"),
+            route: o.route.clone().unwrap_or_else(|| Arc::from("none")),
             status,
             code: o.code.map_or("", |c| c.as_str()),
             total,
@@ -87,7 +87,7 @@ impl ProxyHttp for Gateway {
                     "ts_ms": unix_millis(),
                     "method": session.req_header().method.as_str(),
                     "path": session.req_header().uri.path(),
-                    "route": o.route,
+                    "route": o.route.as_deref(),
                     "consumer": o.consumer,
                     "status": status,
                     "code": o.code.map(|c| c.as_str()),

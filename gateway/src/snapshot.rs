@@ -15,6 +15,8 @@ use crate::validation::RouteValidation;
 
 /// One route with its backend built.
 pub struct BuiltRoute {
+    /// The route's name, shared with logs and metrics without copying.
+    pub name: Arc<str>,
     pub config: Route,
     pub backend: BuiltBackend,
     pub validation: RouteValidation,
@@ -93,6 +95,7 @@ impl Snapshot {
             .ok();
             if let (Some(backend), Some(validation)) = (backend, validation) {
                 routes.push(BuiltRoute {
+                    name: Arc::from(route.name.as_str()),
                     config: route.clone(),
                     backend,
                     validation,
