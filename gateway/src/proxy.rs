@@ -89,6 +89,8 @@ impl ProxyHttp for Gateway {
                     "path": session.req_header().uri.path(),
                     "route": o.route.as_deref(),
                     "consumer": o.consumer,
+                    "cost": o.cost,
+                    "ratelimit_remaining": o.admission.as_ref().map(|a| a.remaining),
                     "status": status,
                     "code": o.code.map(|c| c.as_str()),
                     "duration_us": total.as_micros() as u64,
