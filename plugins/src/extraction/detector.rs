@@ -350,6 +350,16 @@ impl Entry {
         }
     }
 
+    /// A block that has lapsed gives the stream a fresh start: its evidence is dropped, so
+    /// the block's end means something (a continuing attack re-accumulates quickly).
+    fn lapse_block(&mut self, m: &Model, scope: Scope, now: u64) {
+        if self.held == Action::Block && now >= self.held_until {
+            self.tracker = Tracker::new(m, scope);
+            self.held = Action::None;
+            self.published = false;
+        }
+    }
+
     fn held_action(&self, now: u64) -> Action {
         if now < self.held_until {
             self.held
@@ -487,6 +497,7 @@ impl Detector {
             .entry(who.consumer.to_string())
             .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Consumer), now));
         let e = entry.value_mut();
+        e.lapse_block(&self.model, Scope::Consumer, now);
         e.last_seen = now;
         e.group = who.group.map(str::to_string);
         e.tracker
@@ -544,6 +555,7 @@ impl Detector {
                 .entry(group.to_string())
                 .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Group), now));
             let g = entry.value_mut();
+            g.lapse_block(&self.model, Scope::Group, now);
             g.last_seen = now;
             g.tracker
                 .add_volume(n, now, self.options.volume_half_life_secs);

@@ -492,9 +492,13 @@ fn blocks_are_held_reported_and_cleared() {
     let json = serde_json::to_value(&suspects).expect("serialises");
     assert_eq!(json[0]["action"], "block");
 
-    // The block lapses after block_secs...
+    // The block lapses after block_secs, with a fresh start...
     let ttl = det.options().block_secs;
     assert_eq!(det.action_for(&who, t + ttl + 1), Action::None);
+    let (rows, _) = testkit::holdout();
+    let mut later = t + ttl + 1;
+    let a = feed(&det, &mlp, &who, &rows[..3], &mut later);
+    assert_eq!(a[2].action, Action::None, "{:?}", a[2]);
     // ...or when an operator clears consumer and group.
     assert!(det.clear("consumer:mallory"));
     assert!(det.clear("group:evil-org"));
