@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod extraction;
 pub mod json_limits;
 pub mod ratelimit;
 pub mod schema;

@@ -29,6 +29,7 @@ pub enum Code {
     QuotaExhausted,
     TooManyConcurrent,
     CostExceedsBurst,
+    ExtractionSuspected,
     UpstreamUnavailable,
     UpstreamTimeout,
     Internal,
@@ -36,7 +37,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
@@ -57,6 +58,7 @@ impl Code {
         Code::QuotaExhausted,
         Code::TooManyConcurrent,
         Code::CostExceedsBurst,
+        Code::ExtractionSuspected,
         Code::UpstreamUnavailable,
         Code::UpstreamTimeout,
         Code::Internal,
@@ -85,6 +87,7 @@ impl Code {
             Code::QuotaExhausted => "quota_exhausted",
             Code::TooManyConcurrent => "too_many_concurrent",
             Code::CostExceedsBurst => "cost_exceeds_burst",
+            Code::ExtractionSuspected => "extraction_suspected",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
             Code::Internal => "internal_error",
@@ -104,7 +107,9 @@ impl Code {
             Code::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Code::MissingCredentials | Code::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Code::ModelNotAllowed | Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::ModelNotAllowed | Code::Forbidden | Code::ExtractionSuspected => {
+                StatusCode::FORBIDDEN
+            }
             Code::TooManyAuthFailures
             | Code::RateLimited
             | Code::QuotaExhausted

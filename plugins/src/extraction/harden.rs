@@ -1,0 +1,128 @@
+//! Output hardening: what a consumer gets back instead of full-precision probabilities.
+
+use serde::{Deserialize, Serialize};
+
+/// How a response's probabilities are returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputPolicy {
+    /// Unchanged (trusted consumers, by default).
+    Full,
+    /// Each probability rounded to `decimals` decimals. Tiny probabilities become 0, which
+    /// breaks the log-odds equations of equation-solving attacks.
+    Round { decimals: u8 },
+    /// Only the top-1 label survives: its probability is 1, every other is 0.
+    TopLabel,
+}
+
+impl OutputPolicy {
+    /// Whether the gateway should also drop auxiliary outputs (logits, embeddings): true for
+    /// every policy but [`OutputPolicy::Full`].
+    pub fn drops_logits(self) -> bool {
+        self != OutputPolicy::Full
+    }
+
+    /// The stronger of two policies (Full < Round(many decimals) < Round(few) < TopLabel).
+    pub fn stronger(self, other: OutputPolicy) -> OutputPolicy {
+        if other.strength() > self.strength() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn strength(self) -> u32 {
+        match self {
+            OutputPolicy::Full => 0,
+            OutputPolicy::Round { decimals } => 1000 - u32::from(decimals.min(100)),
+            OutputPolicy::TopLabel => 2000,
+        }
+    }
+}
+
+/// Rewrites `probabilities` (rows of `classes` values, row-major) in place per `policy`.
+/// A trailing partial row (length not a multiple of `classes`) is left untouched; NaNs stay
+/// NaN under rounding and lose to every number under [`OutputPolicy::TopLabel`].
+pub fn harden_outputs(probabilities: &mut [f32], classes: usize, policy: OutputPolicy) {
+    if classes == 0 {
+        return;
+    }
+    match policy {
+        OutputPolicy::Full => {}
+        OutputPolicy::Round { decimals } => {
+            let scale = 10f64.powi(i32::from(decimals.min(9)));
+            for p in probabilities.iter_mut() {
+                *p = ((f64::from(*p) * scale).round() / scale) as f32;
+            }
+        }
+        OutputPolicy::TopLabel => {
+            for row in probabilities.chunks_exact_mut(classes) {
+                let top = argmax(row);
+                for (i, p) in row.iter_mut().enumerate() {
+                    *p = if i == top { 1.0 } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Index of the largest value (the first on ties; NaN never wins).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in row.iter().enumerate() {
+        if v > best_v {
+            best = i;
+            best_v = v;
+        }
+    }
+    best
+}
+
+/// top1 − top2 of one probability row (1.0 for a single class).
+pub(crate) fn margin(row: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in row {
+        if v > a {
+            b = a;
+            a = v;
+        } else if v > b {
+            b = v;
+        }
+    }
+    if b == f32::NEG_INFINITY { 1.0 } else { a - b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_and_top_label() {
+        let mut p = vec![0.123456, 0.876544, 0.0004, 0.9996];
+        harden_outputs(&mut p, 2, OutputPolicy::Round { decimals: 2 });
+        assert_eq!(p, vec![0.12, 0.88, 0.0, 1.0]);
+        let mut p = vec![0.2, 0.5, 0.3, 0.6, 0.1, 0.3, 0.5];
+        harden_outputs(&mut p, 3, OutputPolicy::TopLabel);
+        assert_eq!(
+            p,
+            vec![0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.5],
+            "partial row untouched"
+        );
+        let mut p = vec![0.3, 0.7];
+        harden_outputs(&mut p, 2, OutputPolicy::Full);
+        assert_eq!(p, vec![0.3, 0.7]);
+    }
+
+    #[test]
+    fn policy_strength_orders_policies() {
+        let r2 = OutputPolicy::Round { decimals: 2 };
+        let r4 = OutputPolicy::Round { decimals: 4 };
+        assert_eq!(OutputPolicy::Full.stronger(r4), r4);
+        assert_eq!(r4.stronger(r2), r2);
+        assert_eq!(r2.stronger(OutputPolicy::TopLabel), OutputPolicy::TopLabel);
+        assert!(!OutputPolicy::Full.drops_logits() && r2.drops_logits());
+        assert_eq!(margin(&[0.1, 0.7, 0.2]), 0.5);
+        assert_eq!(argmax(&[0.1, f32::NAN, 0.7]), 2);
+    }
+}

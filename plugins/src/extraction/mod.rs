@@ -1,0 +1,101 @@
+//! Model-extraction detection: a streaming, per-consumer (and per-group) detector fed with
+//! every validated input row and the model's output probabilities. No model is needed at
+//! run time: a calibrated [`Profile`] (from the model's metadata and benign traffic) holds
+//! every threshold.
+//!
+//! # Signals
+//!
+//! Each signal has a raw value and a calibrated threshold; its score is raw / threshold, so
+//! 1.0 is "above every simulated benign consumer, with margin".
+//!
+//! - **probing** — CUSUM over a per-query indicator: the query shares at least
+//!   `fingerprint_match` of its salted, quantised sliding-window hashes with one of the
+//!   consumer's recent queries (Blacklight, USENIX Security 2022), or lies within
+//!   `near_distance` of a same-class prototype, or continues a straight line through the
+//!   two previous queries (line search), or near-duplicates a recent query of an already
+//!   flagged consumer (global index). Exact retries are exempt.
+//! - **distance** — PRADA (EuroS&P 2019): the minimum distance of each query to bounded
+//!   per-class prototypes of the consumer's earlier queries; Royston's Shapiro–Wilk z on
+//!   the window of log distances (synthetic queries make it non-normal).
+//! - **ood** — CUSUM over "nearest training centroid farther than benign traffic ever is".
+//! - **coverage** — distinct cells (sign patterns of random projections) visited.
+//! - **boundary** — CUSUM over low-confidence outputs (top1 − top2 small).
+//! - **volume** — decayed query count against the model's extraction budget (d + 1, the
+//!   equation-solving bound); capped so volume alone never goes beyond hardening.
+//!
+//! The combined score is the strongest signal plus a quarter of every other signal's
+//! excess over 0.5. The [`Ladder`] turns it into an [`Action`]: observe, harden, throttle,
+//! block; reached actions are held (`hold_secs`, `block_secs`) so an attacker cannot shed
+//! them with a few benign queries.
+//!
+//! # Groups and coalitions
+//!
+//! Queries of consumers with a group (org, tenant) also feed the group's merged stream, so a
+//! random or line-search attack split across keys accumulates as one. The group stream uses
+//! only signals that aggregate over members (probing by line geometry, ood, boundary,
+//! coverage): members replaying the same data legitimately near-duplicate each other, so
+//! near-duplicate and distance signals are per consumer. Consumers flagged at harden or
+//! above publish their fingerprints to a global TTL-bounded index; other consumers whose
+//! queries match them are linked (and count them as probing).
+//!
+//! # Output hardening
+//!
+//! Untrusted consumers get [`DetectorOptions::default_output`] (probabilities rounded to two
+//! decimals): equation solving at d + 1 queries then stays far from the model. Suspects get
+//! [`DetectorOptions::suspect_output`] (top-1 label only). Apply it with [`harden_outputs`].
+//!
+//! # Bounds
+//!
+//! A consumer's state is fixed at creation: for the bundled 64-feature, 10-class model
+//! about 17 KiB (8 KiB fingerprint table, 7.5 KiB prototypes, window, last rows, coverage
+//! bitmap), and at most 32 KiB for any profile with k·d ≤ 8192 and d ≤ 1024
+//! ([`Detector::consumer_state_bytes`]). Idle state is evicted; the number of consumers
+//! and groups is capped; only an authenticated [`Identity`] creates state.
+
+mod calibrate;
+mod detector;
+mod harden;
+mod metadata;
+mod profile;
+mod rng;
+mod shapiro;
+mod tracker;
+
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
+
+pub use calibrate::{
+    BenignBehaviour, BenignRequest, CalibrationOptions, benign_session, calibrate,
+};
+pub use detector::{
+    Action, Assessment, Detector, DetectorOptions, GroupAssessment, Identity, Signal, SignalScores,
+    SuspectKind, SuspectReport,
+};
+pub use harden::{OutputPolicy, harden_outputs};
+pub use metadata::{CentroidDistance, FeatureRange, ModelMetadata, TrainingStats};
+pub use profile::{CalibrationSummary, Ladder, Profile, QueryParams, SignalThresholds};
+pub use shapiro::{ShapiroWilk, SwCoefficients, normal_quantile, normal_upper_tail, shapiro_wilk};
+
+/// Why the detector refused an input or a configuration.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ExtractionError {
+    #[error("model metadata: {0}")]
+    Metadata(String),
+    #[error("detector profile: {0}")]
+    Profile(String),
+    #[error("calibration: {0}")]
+    Calibration(String),
+    #[error(
+        "expected rows of {features} features and {classes} outputs each, got {inputs} inputs and {outputs} outputs"
+    )]
+    Shape {
+        features: usize,
+        classes: usize,
+        inputs: usize,
+        outputs: usize,
+    },
+    #[error("inputs and outputs must be finite")]
+    NotFinite,
+}

@@ -1,0 +1,680 @@
+//! Simulations against the bundled model: benign replays, probing, random and OOD
+//! attacks, coalitions; plus the shipped profile, bounds and the admin view.
+
+use super::rng::SplitMix64;
+use super::testkit::{self, CentroidSoftmax, DigitsMlp, Oracle};
+use super::*;
+use crate::verdict::Code;
+
+const T0: u64 = 1_700_000_000;
+
+fn detector() -> Detector {
+    Detector::with_salt(testkit::shipped_profile(), DetectorOptions::default(), 42)
+        .expect("detector")
+}
+
+/// Sends `rows` one per request; returns the assessments.
+fn feed(
+    det: &Detector,
+    oracle: &dyn Oracle,
+    who: &Identity<'_>,
+    rows: &[Vec<f32>],
+    t: &mut u64,
+) -> Vec<Assessment> {
+    rows.iter()
+        .map(|r| {
+            *t += 1;
+            det.observe(who, r, &oracle.predict(r), *t)
+                .expect("observe")
+        })
+        .collect()
+}
+
+/// 1-based index of the first assessment at or above `action`.
+fn first_at(a: &[Assessment], action: Action) -> Option<usize> {
+    a.iter().position(|x| x.action >= action).map(|i| i + 1)
+}
+
+fn uniform_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| (0..64).map(|_| (rng.next_f64() * 16.0) as f32).collect())
+        .collect()
+}
+
+/// Binary search for the decision boundary between rows `a` and `b` (different classes).
+fn line_search(oracle: &dyn Oracle, a: &[f32], b: &[f32], steps: usize) -> Vec<Vec<f32>> {
+    let class = |r: &[f32]| super::harden::argmax(&oracle.predict(r));
+    let ca = class(a);
+    let (mut lo, mut hi) = (0.0f32, 1.0f32);
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let t = (lo + hi) / 2.0;
+        let x: Vec<f32> = a.iter().zip(b).map(|(p, q)| p + t * (q - p)).collect();
+        if class(&x) == ca {
+            lo = t;
+        } else {
+            hi = t;
+        }
+        out.push(x);
+    }
+    out
+}
+
+#[test]
+fn mlp_reader_reproduces_the_model_accuracy() {
+    let mlp = DigitsMlp::load();
+    let (rows, labels) = testkit::holdout();
+    let correct = rows
+        .iter()
+        .zip(&labels)
+        .filter(|(r, l)| super::harden::argmax(&mlp.predict(r)) == **l)
+        .count();
+    let acc = correct as f64 / rows.len() as f64;
+    assert!((acc - 0.969444).abs() < 1e-3, "accuracy {acc}");
+}
+
+/// The committed `models/digits.profile.json` is what calibration produces from the held-out
+/// rows and the model's outputs. Regenerate with `MODELGATE_WRITE_PROFILE=1`.
+#[test]
+fn shipped_profile_is_reproducible() {
+    let meta = testkit::metadata();
+    let (rows, _) = testkit::holdout();
+    let outputs = testkit::outputs(&DigitsMlp::load(), &rows);
+    let profile =
+        calibrate(&meta, &rows, &outputs, &CalibrationOptions::default()).expect("calibrate");
+    let path = testkit::models_dir().join("digits.profile.json");
+    if std::env::var_os("MODELGATE_WRITE_PROFILE").is_some() {
+        std::fs::write(&path, profile.to_json()).expect("write profile");
+    }
+    let shipped = testkit::shipped_profile();
+    assert!(
+        profile == shipped,
+        "models/digits.profile.json is stale: rerun with MODELGATE_WRITE_PROFILE=1"
+    );
+    let c = &profile.calibration;
+    assert!(
+        c.benign_max_combined_consumer < profile.ladder.observe,
+        "{c:?}"
+    );
+    assert!(
+        c.benign_max_combined_group < profile.ladder.observe,
+        "{c:?}"
+    );
+    assert_eq!(profile.extraction_budget, 65);
+    assert_eq!(
+        Profile::from_json(&profile.to_json()).expect("round trip"),
+        profile
+    );
+}
+
+/// (a) Benign consumers replaying the held-out rows (random order, sorted by class, small
+/// noise, retries, bursts, mixed) with the real model's outputs: none reaches Observe.
+#[test]
+fn benign_consumers_are_not_flagged() {
+    let det = detector();
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let labels: Vec<usize> = testkit::outputs(&mlp, &rows)
+        .iter()
+        .map(|o| super::harden::argmax(o))
+        .collect();
+    let mut worst = (0.0f32, String::new());
+    for c in 0..300usize {
+        let behaviour = BenignBehaviour::ALL[c % BenignBehaviour::ALL.len()];
+        let name = format!("benign-{c}");
+        let group = format!("org-{}", c % 30);
+        let caller = testkit::caller(&name, Some(&group));
+        let who = Identity::of(&caller);
+        let session = benign_session(
+            &rows,
+            &labels,
+            behaviour,
+            (0.0, 16.0),
+            1.0 / 16.0,
+            9000 + c as u64,
+        );
+        let mut t = T0;
+        for req in &session {
+            t += 1;
+            let outs: Vec<f32> = req
+                .rows
+                .chunks_exact(64)
+                .flat_map(|r| mlp.predict(r))
+                .collect();
+            let a = det.observe(&who, &req.rows, &outs, t).expect("observe");
+            assert_eq!(
+                a.action,
+                Action::None,
+                "{name} ({behaviour:?}) flagged: {a:?}"
+            );
+            let g = a.group.as_ref().map_or(0.0, |g| g.combined);
+            if a.combined.max(g) > worst.0 {
+                worst = (
+                    a.combined.max(g),
+                    format!(
+                        "{behaviour:?} {:?} {:?}",
+                        a.scores,
+                        a.group.as_ref().map(|g| g.scores)
+                    ),
+                );
+            }
+        }
+    }
+    eprintln!("worst benign combined {worst:?}");
+    assert!(det.suspects(T0 + 10_000).is_empty());
+}
+
+/// (b) Uniform random queries in [0,16]^64 reach Harden within 10 queries.
+#[test]
+fn uniform_random_queries_are_hardened_within_ten() {
+    let mlp = DigitsMlp::load();
+    let mut worst = 0;
+    for trial in 0..20u64 {
+        let det = detector();
+        let caller = testkit::caller("random", None);
+        let who = Identity::of(&caller);
+        let mut t = T0;
+        let a = feed(&det, &mlp, &who, &uniform_rows(40, trial), &mut t);
+        let n = first_at(&a, Action::Harden).expect("hardened");
+        worst = worst.max(n);
+        assert!(n <= 10, "trial {trial}: harden at {n}");
+        assert_eq!(a[n - 1].reason, Some(Signal::Ood));
+        eprintln!(
+            "uniform trial {trial}: harden {n} throttle {:?} block {:?}",
+            first_at(&a, Action::Throttle),
+            first_at(&a, Action::Block)
+        );
+    }
+    eprintln!("uniform worst {worst}");
+}
+
+/// (c) A binary line search between two held-out rows of different classes is detected
+/// within 5 queries.
+#[test]
+fn boundary_line_search_is_detected_within_five() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let mut rng = SplitMix64::new(7);
+    let mut tried = 0;
+    let mut worst = 0;
+    while tried < 30 {
+        let (i, j) = (rng.below(rows.len()), rng.below(rows.len()));
+        let ci = super::harden::argmax(&mlp.predict(&rows[i]));
+        if ci == super::harden::argmax(&mlp.predict(&rows[j])) {
+            continue;
+        }
+        tried += 1;
+        let det = detector();
+        let caller = testkit::caller("prober", None);
+        let who = Identity::of(&caller);
+        let mut t = T0;
+        // A little benign history first, then the search.
+        feed(&det, &mlp, &who, &rows[..20], &mut t);
+        let probes = line_search(&mlp, &rows[i], &rows[j], 12);
+        let a = feed(&det, &mlp, &who, &probes, &mut t);
+        let n = first_at(&a, Action::Harden).expect("detected");
+        worst = worst.max(n);
+        assert!(n <= 5, "pair ({i},{j}): detected at {n}: {:?}", a[4]);
+    }
+    eprintln!("line search worst {worst}");
+}
+
+/// Near-duplicate probing (small perturbations around one row) is detected within 5.
+#[test]
+fn near_duplicate_probing_is_detected_within_five() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let mut rng = SplitMix64::new(11);
+    let mut worst = 0;
+    for trial in 0..30 {
+        let det = detector();
+        let caller = testkit::caller("prober", None);
+        let who = Identity::of(&caller);
+        let mut t = T0;
+        feed(&det, &mlp, &who, &rows[100..120], &mut t);
+        let base = &rows[rng.below(rows.len())];
+        let sigma = 0.5 + (trial % 3) as f64 * 0.25;
+        let probes: Vec<Vec<f32>> = (0..10)
+            .map(|k| {
+                if k == 0 {
+                    return base.clone();
+                }
+                base.iter()
+                    .map(|x| (x + (sigma * rng.normal()) as f32).clamp(0.0, 16.0))
+                    .collect()
+            })
+            .collect();
+        let a = feed(&det, &mlp, &who, &probes, &mut t);
+        let n = first_at(&a, Action::Harden).unwrap_or(99);
+        eprintln!(
+            "trial {trial} σ={sigma}: {n} {:?}",
+            a.iter().map(|x| x.scores.probing).collect::<Vec<_>>()
+        );
+        worst = worst.max(n);
+    }
+    eprintln!("near-dup worst {worst}");
+}
+
+/// (d) The random attack split over 10 consumers of one group is caught at group level
+/// within twice the single-consumer query count.
+#[test]
+fn split_random_attack_is_caught_at_group_level() {
+    let mlp = DigitsMlp::load();
+    for trial in 0..10u64 {
+        let queries = uniform_rows(40, 100 + trial);
+        let det = detector();
+        let solo = testkit::caller("solo", None);
+        let mut t = T0;
+        let a = feed(&det, &mlp, &Identity::of(&solo), &queries, &mut t);
+        let single = first_at(&a, Action::Harden).expect("single detected");
+
+        let det = detector();
+        let callers: Vec<_> = (0..10)
+            .map(|i| testkit::caller(&format!("key-{i}"), Some("coalition")))
+            .collect();
+        let mut caught = None;
+        for (n, q) in queries.iter().enumerate() {
+            t += 1;
+            let who = Identity::of(&callers[n % 10]);
+            let a = det.observe(&who, q, &mlp.predict(q), t).expect("observe");
+            let g = a.group.as_ref().expect("group view");
+            if g.action >= Action::Harden {
+                assert!(
+                    a.action >= Action::Harden,
+                    "members inherit the group action"
+                );
+                caught = Some(n + 1);
+                break;
+            }
+        }
+        let caught = caught.expect("group caught");
+        eprintln!("split trial {trial}: single {single}, group {caught}");
+        assert!(caught <= 2 * single, "single {single}, group {caught}");
+    }
+}
+
+/// With fake outputs (nearest-centroid softmax) for both calibration and traffic, the same
+/// guarantees hold: benign replays stay unflagged, random queries are hardened quickly.
+#[test]
+fn fake_oracle_calibration_behaves_like_the_real_one() {
+    let meta = testkit::metadata();
+    let oracle = CentroidSoftmax::new(&meta, 40.0);
+    let (rows, _) = testkit::holdout();
+    let outputs = testkit::outputs(&oracle, &rows);
+    let opts = CalibrationOptions {
+        consumers: 60,
+        groups: 4,
+        ..CalibrationOptions::default()
+    };
+    let profile = calibrate(&meta, &rows, &outputs, &opts).expect("calibrate");
+    let det = Detector::with_salt(profile, DetectorOptions::default(), 1).expect("detector");
+    let labels: Vec<usize> = outputs.iter().map(|o| super::harden::argmax(o)).collect();
+    for c in 0..30u64 {
+        let caller = testkit::caller(&format!("b{c}"), None);
+        let who = Identity::of(&caller);
+        let b = BenignBehaviour::ALL[c as usize % BenignBehaviour::ALL.len()];
+        let mut t = T0;
+        for req in benign_session(&rows, &labels, b, (0.0, 16.0), 1.0 / 16.0, 500 + c) {
+            t += 1;
+            let outs: Vec<f32> = req
+                .rows
+                .chunks_exact(64)
+                .flat_map(|r| oracle.predict(r))
+                .collect();
+            let a = det.observe(&who, &req.rows, &outs, t).expect("observe");
+            assert_eq!(a.action, Action::None, "{b:?}: {a:?}");
+        }
+    }
+    let caller = testkit::caller("random", None);
+    let mut t = T0;
+    let a = feed(
+        &det,
+        &oracle,
+        &Identity::of(&caller),
+        &uniform_rows(10, 3),
+        &mut t,
+    );
+    assert!(first_at(&a, Action::Harden).is_some_and(|n| n <= 10));
+}
+
+/// Out-of-distribution inputs other than uniform noise (inverted digits, blank and constant
+/// images, sparse random pixels, shuffled pixels) are hardened within 10 queries.
+#[test]
+fn other_out_of_distribution_queries_are_hardened_within_ten() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let mut rng = SplitMix64::new(5);
+    let attacks: Vec<(&str, Vec<Vec<f32>>)> = vec![
+        (
+            "inverted",
+            rows[..10]
+                .iter()
+                .map(|r| r.iter().map(|x| 16.0 - x).collect())
+                .collect(),
+        ),
+        (
+            "blank+constant",
+            (0..10).map(|i| vec![(i % 3) as f32 * 8.0; 64]).collect(),
+        ),
+        (
+            "sparse",
+            (0..10)
+                .map(|_| {
+                    (0..64)
+                        .map(|_| if rng.below(3) == 0 { 16.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect(),
+        ),
+        (
+            "shuffled",
+            rows[20..30]
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    rng.shuffle(&mut r);
+                    r
+                })
+                .collect(),
+        ),
+    ];
+    for (name, queries) in attacks {
+        let det = detector();
+        let caller = testkit::caller(name, None);
+        let mut t = T0;
+        let a = feed(&det, &mlp, &Identity::of(&caller), &queries, &mut t);
+        let n = first_at(&a, Action::Harden);
+        assert!(n.is_some_and(|n| n <= 10), "{name}: {n:?} {:?}", a.last());
+    }
+}
+
+/// A sign-gradient (Jacobian-augmentation-style) stream: a seed of held-out rows, then each
+/// seed row moved by ±λ on every feature. Flagged early in the first augmentation round.
+#[test]
+fn jacobian_augmentation_is_flagged_in_the_first_round() {
+    let mlp = DigitsMlp::load();
+    let meta = testkit::metadata();
+    let (rows, labels) = testkit::holdout();
+    let mut seed = Vec::new();
+    for c in 0..10 {
+        seed.extend(
+            rows.iter()
+                .zip(&labels)
+                .filter(|(_, l)| **l == c)
+                .take(10)
+                .map(|(r, _)| r.clone()),
+        );
+    }
+    let mut rng = SplitMix64::new(3);
+    rng.shuffle(&mut seed);
+    // Substitute gradient stand-in: towards the predicted class's centroid, signed.
+    let augmented: Vec<Vec<f32>> = seed
+        .iter()
+        .map(|x| {
+            let c = super::harden::argmax(&mlp.predict(x));
+            let centroid = &meta.training.class_centroids[c];
+            x.iter()
+                .zip(centroid)
+                .map(|(v, m)| {
+                    let g = if rng.below(4) == 0 { -(m - v) } else { m - v };
+                    (v + 1.6 * g.signum()).clamp(0.0, 16.0)
+                })
+                .collect()
+        })
+        .collect();
+    let det = detector();
+    let caller = testkit::caller("papernot", None);
+    let who = Identity::of(&caller);
+    let mut t = T0;
+    let seeded = feed(&det, &mlp, &who, &seed, &mut t);
+    assert!(
+        seeded.iter().all(|a| a.action <= Action::Observe),
+        "seed alone is benign-looking"
+    );
+    let a = feed(&det, &mlp, &who, &augmented, &mut t);
+    let n = first_at(&a, Action::Harden);
+    eprintln!(
+        "jacobian flagged after {n:?} augmented queries: {:?}",
+        a[n.unwrap_or(1) - 1].scores
+    );
+    assert!(n.is_some_and(|n| n <= 10), "{n:?}");
+}
+
+#[test]
+fn per_consumer_state_is_bounded() {
+    let det = detector();
+    let bytes = det.consumer_state_bytes();
+    eprintln!(
+        "consumer state {bytes} B, group state {} B",
+        det.group_state_bytes()
+    );
+    assert!(bytes <= 32 * 1024, "{bytes}");
+    assert!(det.group_state_bytes() <= 32 * 1024);
+    // Entries are fixed-size: feeding many queries does not grow them.
+    let mlp = DigitsMlp::load();
+    let caller = testkit::caller("heavy", Some("org"));
+    let mut t = T0;
+    feed(
+        &det,
+        &mlp,
+        &Identity::of(&caller),
+        &uniform_rows(300, 1),
+        &mut t,
+    );
+    assert_eq!(det.consumer_state_bytes(), bytes);
+}
+
+#[test]
+fn blocks_are_held_reported_and_cleared() {
+    let mlp = DigitsMlp::load();
+    let det = detector();
+    let caller = testkit::caller("mallory", Some("evil-org"));
+    let who = Identity::of(&caller);
+    let mut t = T0;
+    let a = feed(&det, &mlp, &who, &uniform_rows(40, 9), &mut t);
+    let blocked = first_at(&a, Action::Block).expect("blocked");
+    assert!(blocked <= 40);
+    let last = a.last().expect("assessment");
+    assert_eq!(last.output, OutputPolicy::TopLabel);
+    assert!(last.retry_after.is_some());
+    assert_eq!(det.action_for(&who, t + 1), Action::Block);
+    let denial = det.denial_for(&who, t + 1).expect("denied");
+    assert_eq!(denial.code, Code::ExtractionSuspected);
+    assert_eq!(denial.status(), http::StatusCode::FORBIDDEN);
+
+    let suspects = det.suspects(t + 1);
+    let ids: Vec<&str> = suspects.iter().map(|s| s.id.as_str()).collect();
+    assert!(
+        ids.contains(&"consumer:mallory") && ids.contains(&"group:evil-org"),
+        "{ids:?}"
+    );
+    let json = serde_json::to_value(&suspects).expect("serialises");
+    assert_eq!(json[0]["action"], "block");
+
+    // The block lapses after block_secs, with a fresh start...
+    let ttl = det.options().block_secs;
+    assert_eq!(det.action_for(&who, t + ttl + 1), Action::None);
+    let (rows, _) = testkit::holdout();
+    let mut later = t + ttl + 1;
+    let a = feed(&det, &mlp, &who, &rows[..3], &mut later);
+    assert_eq!(a[2].action, Action::None, "{:?}", a[2]);
+    // ...or when an operator clears consumer and group.
+    assert!(det.clear("consumer:mallory"));
+    assert!(det.clear("group:evil-org"));
+    assert!(!det.clear("consumer:nobody"));
+    assert_eq!(det.action_for(&who, t + 1), Action::None);
+    assert!(det.suspects(t + 1).is_empty());
+}
+
+#[test]
+fn trusted_consumers_get_full_outputs_until_suspected() {
+    let mlp = DigitsMlp::load();
+    let det = detector();
+    let (rows, _) = testkit::holdout();
+    let caller = testkit::caller("partner", None);
+    let trusted = Identity::of(&caller).trusted(true);
+    let mut t = T0;
+    let a = feed(&det, &mlp, &trusted, &rows[..5], &mut t);
+    assert!(a.iter().all(|a| a.output == OutputPolicy::Full));
+    let other = testkit::caller("anon", None);
+    let a = feed(&det, &mlp, &Identity::of(&other), &rows[..5], &mut t);
+    assert!(
+        a.iter()
+            .all(|a| a.output == OutputPolicy::Round { decimals: 2 })
+    );
+    let a = feed(&det, &mlp, &trusted, &uniform_rows(5, 2), &mut t);
+    assert_eq!(a.last().map(|a| a.output), Some(OutputPolicy::TopLabel));
+}
+
+/// Rounding to two decimals (the default for untrusted consumers) keeps equation solving at
+/// d + 1 = 65 random queries far from the model.
+#[test]
+fn default_hardening_defeats_equation_solving_at_d_plus_one() {
+    let mlp = DigitsMlp::load();
+    let d = 64;
+    let queries = uniform_rows(d + 1, 77);
+    let test = uniform_rows(500, 78);
+    let agreement = |policy: OutputPolicy| {
+        // Solve log(p_c) − mean_c log(p) = w_c·x + b_c by least squares (normal equations).
+        let mut ata = vec![0f64; (d + 1) * (d + 1)];
+        let mut atb = vec![0f64; (d + 1) * 10];
+        for q in &queries {
+            let mut p = mlp.predict(q);
+            harden_outputs(&mut p, 10, policy);
+            let l: Vec<f64> = p.iter().map(|v| f64::from(v.max(1e-6)).ln()).collect();
+            let mean = l.iter().sum::<f64>() / 10.0;
+            let x: Vec<f64> = q.iter().map(|v| f64::from(*v)).chain([1.0]).collect();
+            for i in 0..=d {
+                for j in 0..=d {
+                    ata[i * (d + 1) + j] += x[i] * x[j];
+                }
+                for c in 0..10 {
+                    atb[i * 10 + c] += x[i] * (l[c] - mean);
+                }
+            }
+        }
+        for i in 0..=d {
+            ata[i * (d + 1) + i] += 1e-6;
+        }
+        let w = solve(&mut ata, &mut atb, d + 1, 10);
+        let agree = test
+            .iter()
+            .filter(|x| {
+                let xs: Vec<f64> = x.iter().map(|v| f64::from(*v)).chain([1.0]).collect();
+                let scores: Vec<f32> = (0..10)
+                    .map(|c| (0..=d).map(|i| xs[i] * w[i * 10 + c]).sum::<f64>() as f32)
+                    .collect();
+                super::harden::argmax(&scores) == super::harden::argmax(&mlp.predict(x))
+            })
+            .count();
+        agree as f64 / test.len() as f64
+    };
+    let full = agreement(OutputPolicy::Full);
+    let rounded = agreement(OutputPolicy::Round { decimals: 2 });
+    eprintln!("equation solving agreement: full {full:.3}, rounded {rounded:.3}");
+    assert!(rounded < 0.5, "{rounded}");
+    assert!(rounded < full);
+}
+
+/// Gaussian elimination with partial pivoting: solves A X = B (A n×n, B n×m) in place.
+fn solve(a: &mut [f64], b: &mut [f64], n: usize, m: usize) -> Vec<f64> {
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
+            .unwrap_or(col);
+        for k in 0..n {
+            a.swap(col * n + k, pivot * n + k);
+        }
+        for k in 0..m {
+            b.swap(col * m + k, pivot * m + k);
+        }
+        let p = a[col * n + col];
+        for row in 0..n {
+            if row == col {
+                continue;
+            }
+            let f = a[row * n + col] / p;
+            for k in 0..n {
+                a[row * n + k] -= f * a[col * n + k];
+            }
+            for k in 0..m {
+                b[row * m + k] -= f * b[col * m + k];
+            }
+        }
+    }
+    (0..n * m).map(|i| b[i] / a[(i / m) * n + i / m]).collect()
+}
+
+#[test]
+fn flagged_consumers_link_key_rotation() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let det = detector();
+    let first = testkit::caller("rotating-1", None);
+    let mut t = T0;
+    let probes = line_search(&mlp, &rows[0], &rows[1], 12);
+    let a = feed(&det, &mlp, &Identity::of(&first), &probes, &mut t);
+    assert!(a.last().is_some_and(|a| a.action >= Action::Harden));
+    // A fresh key continues near the same points: linked at once.
+    let second = testkit::caller("rotating-2", None);
+    let mut rng = SplitMix64::new(4);
+    let near: Vec<Vec<f32>> = probes[6..9]
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|x| (x + 0.1 * rng.normal() as f32).clamp(0.0, 16.0))
+                .collect()
+        })
+        .collect();
+    let a = feed(&det, &mlp, &Identity::of(&second), &near, &mut t);
+    assert_eq!(a[0].linked_to.as_deref(), Some("rotating-1"), "{:?}", a[0]);
+    assert!(a.iter().any(|a| a.action >= Action::Harden));
+}
+
+#[test]
+fn idle_state_is_evicted_and_capacity_is_capped() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let options = DetectorOptions {
+        max_consumers: 20,
+        ..DetectorOptions::default()
+    };
+    let det = Detector::with_salt(testkit::shipped_profile(), options, 5).expect("detector");
+    let mut t = T0;
+    for i in 0..50 {
+        let c = testkit::caller(&format!("c{i}"), Some("g"));
+        feed(&det, &mlp, &Identity::of(&c), &rows[i..i + 1], &mut t);
+    }
+    assert!(det.tracked().0 <= 20, "{:?}", det.tracked());
+    let idle = det.options().idle_secs;
+    assert!(det.evict_idle(t + idle + 1) > 0);
+    assert_eq!(det.tracked(), (0, 0));
+    // A pre-check never creates state.
+    let c = testkit::caller("new", Some("g2"));
+    assert_eq!(det.action_for(&Identity::of(&c), t), Action::None);
+    assert_eq!(det.tracked(), (0, 0));
+}
+
+#[test]
+fn malformed_requests_change_nothing() {
+    let det = detector();
+    let c = testkit::caller("x", None);
+    let who = Identity::of(&c);
+    let err = det.observe(&who, &[1.0; 63], &[0.1; 10], T0);
+    assert!(matches!(err, Err(ExtractionError::Shape { .. })));
+    let mut row = vec![1.0; 64];
+    row[3] = f32::NAN;
+    assert_eq!(
+        det.observe(&who, &row, &[0.1; 10], T0),
+        Err(ExtractionError::NotFinite)
+    );
+    assert_eq!(det.tracked(), (0, 0));
+    // A batch of rows counts each row as a query.
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let flat: Vec<f32> = rows[..32].iter().flatten().copied().collect();
+    let outs: Vec<f32> = rows[..32].iter().flat_map(|r| mlp.predict(r)).collect();
+    let a = det.observe(&who, &flat, &outs, T0).expect("batch");
+    assert_eq!(a.queries_seen, 32);
+}

@@ -1,0 +1,539 @@
+//! Per-stream state (one consumer, or one group's merged stream) and the per-query facts it
+//! is fed with. Every buffer has a fixed size chosen at creation: see [`Tracker::heap_bytes`].
+
+use super::harden::{argmax, margin};
+use super::profile::Model;
+use super::rng::mix64;
+
+/// Slots of the direct-mapped fingerprint table (8 KiB).
+pub(crate) const FP_SLOTS: usize = 1024;
+/// Recent exact-row hashes kept to recognise retries.
+pub(crate) const DUP_RING: usize = 64;
+/// Bits of the coverage bitmap (512 B).
+pub(crate) const COVERAGE_BITS: usize = 4096;
+/// Recent distinct rows (u8-quantised) kept for the near-duplicate distance check.
+pub(crate) const RECENT: usize = 16;
+/// Most fingerprint hashes kept per query.
+pub(crate) const MAX_HASHES: usize = 32;
+/// Fingerprint sequence numbers are 24 bits.
+const SEQ_MASK: u32 = 0x00FF_FFFF;
+
+/// What one input row (with its output) looks like to every tracker. Computed once per row.
+pub(crate) struct Query {
+    /// Salted hash of the whole row (u16-quantised): equal for exact retries.
+    pub exact: u64,
+    /// The smallest salted window hashes.
+    pub hashes: [u64; MAX_HASHES],
+    pub n_hashes: usize,
+    pub q8: Vec<u8>,
+    pub q16: Vec<u16>,
+    pub class: usize,
+    pub ood: bool,
+    pub low_margin: bool,
+    pub cell: u32,
+}
+
+impl Query {
+    pub fn new(d: usize) -> Self {
+        Query {
+            exact: 0,
+            hashes: [0; MAX_HASHES],
+            n_hashes: 0,
+            q8: vec![0; d],
+            q16: vec![0; d],
+            class: 0,
+            ood: false,
+            low_margin: false,
+            cell: 0,
+        }
+    }
+
+    /// Fills in the facts for `row` (d features) and `probs` (k probabilities).
+    pub fn compute(&mut self, m: &Model, salt: u64, row: &[f32], probs: &[f32]) {
+        let q = &m.q;
+        let inv8 = 1.0 / m.u8_unit;
+        let inv16 = 1.0 / m.u16_unit;
+        let mut exact = salt ^ 0x5851_F42D_4C95_7F2D;
+        for (i, &x) in row.iter().enumerate() {
+            let v = x - m.min;
+            self.q8[i] = (v * inv8).round().clamp(0.0, 255.0) as u8;
+            let v16 = (v * inv16).round().clamp(0.0, 65535.0) as u16;
+            self.q16[i] = v16;
+            exact = (exact ^ u64::from(v16)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        self.exact = mix64(exact);
+
+        // Blacklight-style fingerprint: quantise, hash every sliding window with its
+        // position and the salt, keep the smallest hashes.
+        let w = q.fingerprint_window;
+        let windows = m.d + 1 - w;
+        let keep = q.fingerprint_hashes.min(MAX_HASHES);
+        let mut all = [u64::MAX; 256];
+        let mut n = 0;
+        let mut bins = [0u8; 1024];
+        for (b, &x) in bins.iter_mut().zip(row) {
+            *b = ((x - m.min) * m.inv_fingerprint_step)
+                .floor()
+                .clamp(0.0, 255.0) as u8;
+        }
+        for start in 0..windows {
+            let mut h = salt ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for &b in &bins[start..start + w] {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+            let h = mix64(h);
+            if n < all.len() {
+                all[n] = h;
+                n += 1;
+            } else if let Some(max) = all.iter_mut().max() {
+                // More windows than the scratch holds: keep the smallest 256.
+                if h < *max {
+                    *max = h;
+                }
+            }
+        }
+        let all = &mut all[..n];
+        let keep = keep.min(n);
+        if keep > 0 && keep < n {
+            all.select_nth_unstable(keep - 1);
+        }
+        self.hashes[..keep].copy_from_slice(&all[..keep]);
+        self.n_hashes = keep;
+
+        // Nearest class centroid, raw and standardised.
+        let mut best_raw = f32::INFINITY;
+        let mut best_std = f32::INFINITY;
+        for c in m.centroids.chunks_exact(m.d) {
+            let (mut raw, mut std) = (0.0f32, 0.0f32);
+            for ((x, mu), inv) in row.iter().zip(c).zip(&m.inv_scale) {
+                let diff = x - mu;
+                raw += diff * diff;
+                let z = diff * inv;
+                std += z * z;
+            }
+            best_raw = best_raw.min(raw);
+            best_std = best_std.min(std);
+        }
+        self.ood = best_raw.sqrt() > q.ood_distance || best_std.sqrt() > q.ood_standardized;
+
+        self.class = argmax(probs).min(m.k.saturating_sub(1));
+        self.low_margin = margin(probs) < q.boundary_margin;
+
+        // Coverage cell: sign pattern of random projections of the fingerprint-quantised row
+        // (bin centres), so small noise rarely moves a row to another cell.
+        let step = q.fingerprint_step;
+        let mut cell = 0u32;
+        for (j, (proj, off)) in m
+            .projection
+            .chunks_exact(m.d)
+            .zip(&m.projection_offset)
+            .enumerate()
+        {
+            let s: f32 = proj
+                .iter()
+                .zip(&bins)
+                .map(|(a, b)| a * (m.min + (f32::from(*b) + 0.5) * step))
+                .sum();
+            if s > *off {
+                cell |= 1 << j;
+            }
+        }
+        self.cell = cell;
+    }
+}
+
+/// What one query did to a tracker (calibration reads these; the detector ignores most).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcome {
+    pub duplicate: bool,
+    /// Most fingerprint hashes shared with one recent query.
+    pub shared: usize,
+    /// Distance to the nearest of the recent distinct rows.
+    pub near: Option<f32>,
+    /// |cos| between this step and the previous one.
+    pub cos: Option<f32>,
+    /// Sign-step structure relative to the nearest same-class prototype: the share of
+    /// changed features that moved by the same magnitude (when enough features changed).
+    pub step: Option<f32>,
+    pub probe: bool,
+}
+
+/// Raw signal values of one tracker (not yet divided by thresholds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Raw {
+    pub probing: f32,
+    pub distance: f32,
+    pub ood: f32,
+    pub coverage: f32,
+    pub boundary: f32,
+    pub volume: f32,
+}
+
+/// Which parts a tracker keeps: a group's merged stream skips the per-consumer
+/// near-duplicate and PRADA state (members replaying the same data would look like
+/// near-duplicates of each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Consumer,
+    Group,
+}
+
+/// Bounded per-stream state.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    scope: Scope,
+    /// Distinct (non-retry) queries; 24-bit sequence numbers in `fp` derive from it.
+    seq: u32,
+    /// Every query, retries included.
+    pub queries: u64,
+    volume: f32,
+    volume_at: u64,
+    /// Direct-mapped: (hash tag << 24) | seq. Empty for groups.
+    fp: Vec<u64>,
+    dups: [u64; DUP_RING],
+    dup_head: usize,
+    /// k × per_class × d prototype rows (u8-quantised). Empty for groups.
+    protos: Vec<u8>,
+    proto_len: Vec<u8>,
+    proto_head: Vec<u8>,
+    per_class: usize,
+    /// Ring of the last `RECENT` distinct rows (u8-quantised). Empty for groups.
+    recent: Vec<u8>,
+    recent_len: usize,
+    recent_head: usize,
+    /// Ring of log min-distances (PRADA).
+    dist: Vec<f32>,
+    dist_head: usize,
+    dist_len: usize,
+    /// The last two distinct rows (u16-quantised), most recent first.
+    last: Vec<u16>,
+    last_count: u8,
+    coverage: [u64; COVERAGE_BITS / 64],
+    coverage_count: u32,
+    cusum_probe: f32,
+    cusum_ood: f32,
+    cusum_boundary: f32,
+    distance_z: f32,
+}
+
+impl Tracker {
+    pub fn new(m: &Model, scope: Scope) -> Self {
+        let consumer = scope == Scope::Consumer;
+        let per_class = m.q.prototypes_per_class.min(255);
+        Tracker {
+            scope,
+            seq: 0,
+            queries: 0,
+            volume: 0.0,
+            volume_at: 0,
+            fp: if consumer {
+                vec![0; FP_SLOTS]
+            } else {
+                Vec::new()
+            },
+            dups: [0; DUP_RING],
+            dup_head: 0,
+            protos: if consumer {
+                vec![0; m.k * per_class * m.d]
+            } else {
+                Vec::new()
+            },
+            proto_len: if consumer { vec![0; m.k] } else { Vec::new() },
+            proto_head: if consumer { vec![0; m.k] } else { Vec::new() },
+            per_class,
+            recent: if consumer {
+                vec![0; RECENT * m.d]
+            } else {
+                Vec::new()
+            },
+            recent_len: 0,
+            recent_head: 0,
+            dist: if consumer {
+                vec![0.0; m.q.distance_window]
+            } else {
+                Vec::new()
+            },
+            dist_head: 0,
+            dist_len: 0,
+            last: vec![0; 2 * m.d],
+            last_count: 0,
+            coverage: [0; COVERAGE_BITS / 64],
+            coverage_count: 0,
+            cusum_probe: 0.0,
+            cusum_ood: 0.0,
+            cusum_boundary: 0.0,
+            distance_z: 0.0,
+        }
+    }
+
+    /// Heap bytes held (fixed at creation).
+    pub fn heap_bytes(&self) -> usize {
+        self.fp.capacity() * 8
+            + self.protos.capacity()
+            + self.proto_len.capacity()
+            + self.proto_head.capacity()
+            + self.recent.capacity()
+            + self.dist.capacity() * 4
+            + self.last.capacity() * 2
+    }
+
+    /// Adds `n` queries to the decayed volume count at time `now` (unix seconds).
+    pub fn add_volume(&mut self, n: usize, now: u64, half_life: u64) {
+        if self.queries > 0 && now > self.volume_at && half_life > 0 {
+            let dt = (now - self.volume_at) as f32 / half_life as f32;
+            self.volume *= (-dt * std::f32::consts::LN_2).exp();
+        }
+        self.volume_at = self.volume_at.max(now);
+        self.volume += n as f32;
+    }
+
+    /// Feeds one query. `linked`: the query near-duplicates a recent query of a flagged
+    /// consumer (global index).
+    pub fn ingest(&mut self, m: &Model, q: &Query, linked: bool) -> Outcome {
+        self.queries += 1;
+        let mut out = Outcome::default();
+        if self.dups.contains(&q.exact) {
+            out.duplicate = true;
+            return out;
+        }
+        self.dups[self.dup_head] = q.exact;
+        self.dup_head = (self.dup_head + 1) % DUP_RING;
+        self.seq = (self.seq + 1) & SEQ_MASK;
+        let p = &m.q;
+
+        if self.scope == Scope::Consumer {
+            out.shared = self.fingerprint(m, q);
+            out.near = self.nearest_recent(m, q);
+            out.step = self.prada(m, q);
+        }
+        out.cos = self.step_cosine(m.d, &q.q16);
+        let near_fp = out.shared >= p.fingerprint_match;
+        let near_d = out.near.is_some_and(|d| d <= p.near_distance);
+        let step = out.step.is_some_and(|s| s >= p.step_fraction);
+        let line = out.cos.is_some_and(|c| c >= p.line_cosine);
+        out.probe = near_fp || near_d || line || step || linked;
+        self.cusum_probe = cusum(self.cusum_probe, out.probe, p.probing_drift);
+        self.cusum_ood = cusum(self.cusum_ood, q.ood, p.ood_drift);
+        self.cusum_boundary = cusum(self.cusum_boundary, q.low_margin, p.boundary_drift);
+
+        let bit = (q.cell as usize) % COVERAGE_BITS;
+        let word = &mut self.coverage[bit / 64];
+        if *word & (1 << (bit % 64)) == 0 {
+            *word |= 1 << (bit % 64);
+            self.coverage_count += 1;
+        }
+
+        let d = m.d;
+        self.last.copy_within(0..d, d);
+        self.last[..d].copy_from_slice(&q.q16);
+        self.last_count = (self.last_count + 1).min(2);
+        out
+    }
+
+    /// Looks the query's hashes up in the recent-fingerprint table, then records them.
+    /// Returns the most hashes shared with a single recent query.
+    fn fingerprint(&mut self, m: &Model, q: &Query) -> usize {
+        let mut seqs = [0u32; MAX_HASHES];
+        let mut n = 0;
+        for &h in &q.hashes[..q.n_hashes] {
+            let slot = (h as usize) & (FP_SLOTS - 1);
+            let tag = h >> 24;
+            let e = self.fp[slot];
+            if e != 0 && e >> 24 == tag {
+                let s = (e as u32) & SEQ_MASK;
+                let age = self.seq.wrapping_sub(s) & SEQ_MASK;
+                if age >= 1 && age <= m.q.history {
+                    seqs[n] = s;
+                    n += 1;
+                }
+            }
+            self.fp[slot] = (tag << 24) | u64::from(self.seq);
+        }
+        let seqs = &mut seqs[..n];
+        seqs.sort_unstable();
+        let mut best = 0;
+        let mut run = 0;
+        for i in 0..seqs.len() {
+            run = if i > 0 && seqs[i] == seqs[i - 1] {
+                run + 1
+            } else {
+                1
+            };
+            best = best.max(run);
+        }
+        best
+    }
+
+    /// Distance to the nearest recent distinct row; records this row.
+    fn nearest_recent(&mut self, m: &Model, q: &Query) -> Option<f32> {
+        let d = m.d;
+        let best = self.recent[..self.recent_len * d]
+            .chunks_exact(d)
+            .map(|r| sq_dist_u8(r, &q.q8))
+            .min();
+        let at = self.recent_head * d;
+        self.recent[at..at + d].copy_from_slice(&q.q8);
+        self.recent_head = (self.recent_head + 1) % RECENT;
+        self.recent_len = (self.recent_len + 1).min(RECENT);
+        best.map(|b| (b as f32).sqrt() * m.u8_unit)
+    }
+
+    /// PRADA: distance to the nearest prototype of the predicted class; grows the class's
+    /// prototype ring and the distance window; recomputes the normality statistic. Returns
+    /// the sign-step share relative to that prototype.
+    fn prada(&mut self, m: &Model, q: &Query) -> Option<f32> {
+        let (d, c, per) = (m.d, q.class, self.per_class);
+        let base = c * per * d;
+        let len = usize::from(self.proto_len[c]);
+        if len == 0 {
+            self.add_prototype(m, q);
+            return None;
+        }
+        let mut best = u32::MAX;
+        let mut nearest = 0;
+        for (i, proto) in self.protos[base..base + len * d]
+            .chunks_exact(d)
+            .enumerate()
+        {
+            let s = sq_dist_u8(proto, &q.q8);
+            if s < best {
+                best = s;
+                nearest = i;
+            }
+        }
+        let step = sign_step_share(
+            &self.protos[base + nearest * d..base + (nearest + 1) * d],
+            &q.q8,
+        );
+        let dist = (best as f32).sqrt() * m.u8_unit;
+        let unit = m.u8_unit * 16.0;
+        let logd = (dist + unit).ln();
+
+        let (mean, sd) = self.window_stats();
+        let wl = self.dist.len();
+        self.dist[self.dist_head] = logd;
+        self.dist_head = (self.dist_head + 1) % wl;
+        self.dist_len = (self.dist_len + 1).min(wl);
+        if self.dist_len < 2 || logd > mean - sd {
+            self.add_prototype(m, q);
+        }
+        if let Some(Some(coef)) = m.sw.get(self.dist_len) {
+            let mut sorted = [0f64; 256];
+            let sorted = &mut sorted[..self.dist_len];
+            for (s, v) in sorted.iter_mut().zip(&self.dist) {
+                *s = f64::from(*v);
+            }
+            sorted.sort_unstable_by(f64::total_cmp);
+            self.distance_z = coef
+                .test_sorted(sorted)
+                .map_or(0.0, |r| (r.z.max(0.0) as f32).min(50.0));
+        }
+        step
+    }
+
+    fn window_stats(&self) -> (f32, f32) {
+        let n = self.dist_len;
+        if n == 0 {
+            return (0.0, 0.0);
+        }
+        let vals = &self.dist[..n.min(self.dist.len())];
+        let mean = vals.iter().sum::<f32>() / n as f32;
+        let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+        (mean, var.sqrt())
+    }
+
+    fn add_prototype(&mut self, m: &Model, q: &Query) {
+        let (d, c, per) = (m.d, q.class, self.per_class);
+        let head = usize::from(self.proto_head[c]);
+        let at = (c * per + head) * d;
+        self.protos[at..at + d].copy_from_slice(&q.q8);
+        self.proto_head[c] = ((head + 1) % per) as u8;
+        self.proto_len[c] = (usize::from(self.proto_len[c]) + 1).min(per) as u8;
+    }
+
+    /// |cos| of the angle between (last − previous) and (query − last).
+    fn step_cosine(&self, d: usize, q16: &[u16]) -> Option<f32> {
+        if self.last_count < 2 {
+            return None;
+        }
+        let (last, prev) = self.last.split_at(d);
+        let (mut dot, mut n1, mut n2) = (0f64, 0f64, 0f64);
+        for ((&a, &b), &c) in prev.iter().zip(last).zip(q16) {
+            let s1 = f64::from(b) - f64::from(a);
+            let s2 = f64::from(c) - f64::from(b);
+            dot += s1 * s2;
+            n1 += s1 * s1;
+            n2 += s2 * s2;
+        }
+        if n1 == 0.0 || n2 == 0.0 {
+            return None;
+        }
+        Some((dot.abs() / (n1.sqrt() * n2.sqrt())) as f32)
+    }
+
+    /// Raw signal values now.
+    pub fn raw(&self) -> Raw {
+        Raw {
+            probing: self.cusum_probe,
+            distance: self.distance_z,
+            ood: self.cusum_ood,
+            coverage: self.coverage_count as f32,
+            boundary: self.cusum_boundary,
+            volume: self.volume,
+        }
+    }
+
+    /// Recent fingerprint keys (for the global index), as `(key, age in queries)`.
+    pub fn recent_keys(&self, history: u32) -> impl Iterator<Item = u64> + '_ {
+        self.fp.iter().enumerate().filter_map(move |(slot, &e)| {
+            let age = self.seq.wrapping_sub((e as u32) & SEQ_MASK) & SEQ_MASK;
+            (e != 0 && age < history).then(|| global_key_parts(e >> 24, slot))
+        })
+    }
+}
+
+/// The global index key of a hash: its 40-bit tag and its 10 slot bits.
+pub(crate) fn global_key(h: u64) -> u64 {
+    global_key_parts(h >> 24, (h as usize) & (FP_SLOTS - 1))
+}
+
+fn global_key_parts(tag: u64, slot: usize) -> u64 {
+    (tag << 10) | slot as u64
+}
+
+/// Among features that changed between `a` and `b` (u8 units), the share whose change has
+/// the most common magnitude (±1 unit). `None` when fewer than a quarter of the features
+/// changed: a sign-gradient step (x ± λ) moves most features by the same amount.
+fn sign_step_share(a: &[u8], b: &[u8]) -> Option<f32> {
+    let mut hist = [0u16; 256];
+    let mut changed = 0usize;
+    for (x, y) in a.iter().zip(b) {
+        let t = x.abs_diff(*y);
+        if t > 1 {
+            hist[usize::from(t)] += 1;
+            changed += 1;
+        }
+    }
+    if changed * 4 < a.len() {
+        return None;
+    }
+    let best = (2..255)
+        .map(|i| usize::from(hist[i - 1]) + usize::from(hist[i]) + usize::from(hist[i + 1]))
+        .max()
+        .unwrap_or(0);
+    Some(best as f32 / changed as f32)
+}
+
+fn sq_dist_u8(a: &[u8], b: &[u8]) -> u32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let t = u32::from(x.abs_diff(*y));
+            t * t
+        })
+        .sum()
+}
+
+fn cusum(s: f32, hit: bool, drift: f32) -> f32 {
+    (s + if hit { 1.0 } else { 0.0 } - drift).max(0.0)
+}
