@@ -149,6 +149,7 @@ pub struct RouteSection {
     /// Request cost: `"rows"` (default: the batch size) or a fixed number.
     pub cost: Option<CostSection>,
     pub validate: Option<ValidateSection>,
+    pub extraction: Option<ExtractionSection>,
     pub embedded: Option<EmbeddedSection>,
     pub http: Option<HttpSection>,
 }
@@ -171,6 +172,17 @@ pub struct HttpSection {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub total_timeout: Option<String>,
+}
+
+/// `[routes.extraction]`: model-extraction detection for an embedded model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractionSection {
+    /// Calibrated detector profile (`modelgate calibrate`, or the model's shipped one).
+    pub profile: Option<String>,
+    /// Consumers that get full-precision outputs unless they are suspected.
+    #[serde(default)]
+    pub trusted: Vec<String>,
 }
 
 /// `cost = "rows"` or `cost = 3`.

@@ -14,8 +14,8 @@ use std::path::Path;
 pub use duration::parse_duration;
 pub use file::{ConfigFile, LimitsSpecSection};
 pub use model::{
-    Auth, Backend, Config, Cost, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits,
-    Protocol, Route, SecretSource, ServerSettings, Validate,
+    Auth, Backend, Config, Cost, Extraction, HttpBackend, InferencePool, JwksSource, JwtIssuer,
+    Limits, Protocol, Route, SecretSource, ServerSettings, Validate,
 };
 pub use upstream_url::{UpstreamUrl, parse_upstream_url};
 pub use validate::validate;

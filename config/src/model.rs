@@ -129,6 +129,7 @@ pub struct Route {
     pub model_limit: Option<crate::file::LimitsSpecSection>,
     pub cost: Cost,
     pub validate: Validate,
+    pub extraction: Option<Extraction>,
     pub backend: Backend,
 }
 
@@ -184,4 +185,11 @@ pub struct Validate {
     pub metadata: Option<PathBuf>,
     pub max_errors: usize,
     pub gzip: bool,
+}
+
+/// Model-extraction detection settings for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extraction {
+    pub profile: PathBuf,
+    pub trusted: Vec<String>,
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::file::{AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection};
 use crate::model::{
-    Auth, Backend, Config, Cost, HttpBackend, InferencePool, JwksSource, JwtIssuer, Limits,
-    Protocol, Route, SecretSource, ServerSettings, Validate,
+    Auth, Backend, Config, Cost, Extraction, HttpBackend, InferencePool, JwksSource, JwtIssuer,
+    Limits, Protocol, Route, SecretSource, ServerSettings, Validate,
 };
 use crate::{ConfigError, parse_duration, parse_upstream_url};
 
@@ -213,6 +213,11 @@ impl Validator<'_> {
                 model_limit: r.model_limit.clone(),
                 cost: self.cost(&at, r.cost.as_ref()),
                 validate: self.validate_section(&at, r),
+                extraction: r.extraction.as_ref().map(|e| Extraction {
+                    profile: self
+                        .required_file(&format!("{at}.extraction.profile"), e.profile.as_deref()),
+                    trusted: e.trusted.clone(),
+                }),
                 backend,
             });
         }
@@ -437,7 +442,15 @@ impl Validator<'_> {
                 }
                 Backend::Embedded { onnx, metadata }
             }
-            (None, Some(h)) => Backend::Http(self.http(&format!("{at}.http"), h)),
+            (None, Some(h)) => {
+                if r.extraction.is_some() {
+                    self.error(
+                        format!("{at}.extraction"),
+                        "extraction detection needs the model's outputs: embedded backends only for now",
+                    );
+                }
+                Backend::Http(self.http(&format!("{at}.http"), h))
+            }
             (Some(_), Some(_)) => {
                 self.error(at, "set exactly one of `embedded` or `http`, not both");
                 Backend::Http(self.http(&format!("{at}.http"), &HttpSection::default()))

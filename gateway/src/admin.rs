@@ -52,6 +52,26 @@ impl ProxyHttp for Admin {
                 let body = format!(r#"{{"ready":true,"generation":{generation}}}"#);
                 respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
             }
+            ("/admin/suspects", true, _) => {
+                let body = serde_json::to_vec_pretty(&self.suspects()).unwrap_or_default();
+                respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
+            }
+            (p, _, _) if p.starts_with("/admin/suspects/") && method == http::Method::DELETE => {
+                if let Err(denial) = self.authorize(session) {
+                    respond::deny(session, &denial, close).await?;
+                    return Ok(true);
+                }
+                let id = p.trim_start_matches("/admin/suspects/");
+                let cleared = self.clear_suspect(id);
+                log::info!(target: "audit", "{}", serde_json::json!({"event": "suspect_cleared", "id": id, "found": cleared}));
+                if cleared {
+                    let body = Bytes::from(serde_json::json!({"cleared": id}).to_string());
+                    respond::json(session, StatusCode::OK, body, &[]).await?
+                } else {
+                    let denial = Denial::new(Code::RouteNotFound, "no such suspect");
+                    respond::deny(session, &denial, close).await?
+                }
+            }
             ("/admin/reload", _, true) => {
                 if let Err(denial) = self.authorize(session) {
                     respond::deny(session, &denial, close).await?;
@@ -110,6 +130,34 @@ impl Admin {
             "config": format!("{:#?}", snapshot.config),
         });
         serde_json::to_vec_pretty(&body).unwrap_or_default()
+    }
+
+    /// Every route's suspects: per-signal scores, queries seen, action.
+    fn suspects(&self) -> serde_json::Value {
+        let snapshot = self.reloader.snapshot.load();
+        let now = crate::authn::unix_now();
+        let routes: serde_json::Map<String, serde_json::Value> = snapshot
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let guard = r.extraction.as_ref()?;
+                Some((
+                    r.name.to_string(),
+                    serde_json::json!(guard.detector.suspects(now)),
+                ))
+            })
+            .collect();
+        serde_json::json!({ "routes": routes })
+    }
+
+    /// Clears a suspect (`consumer:NAME`, `group:NAME` or a consumer name) on every route.
+    fn clear_suspect(&self, id: &str) -> bool {
+        let snapshot = self.reloader.snapshot.load();
+        let mut found = false;
+        for guard in snapshot.routes.iter().filter_map(|r| r.extraction.as_ref()) {
+            found |= guard.detector.clear(id);
+        }
+        found
     }
 
     fn authorize(&self, session: &Session) -> Result<(), Denial> {

@@ -17,6 +17,7 @@ use pingora::{ErrorType, OrErr};
 
 use modelgate_config::HttpBackend;
 use modelgate_plugins::auth::{Caller, CredentialKind};
+use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
 use crate::trace;
@@ -95,6 +96,7 @@ impl HttpUpstreams {
         body: Bytes,
         prefix_len: usize,
         identity: &Identity<'_>,
+        in_flight: &mut Option<Admission>,
     ) -> Result<u16, ForwardError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
         let (peer, base_path) = &self.peers[index];
@@ -109,6 +111,7 @@ impl HttpUpstreams {
                 request,
                 body,
                 &identity.response_headers,
+                in_flight,
             ),
         )
         .await
@@ -225,6 +228,7 @@ async fn exchange(
     request: Box<RequestHeader>,
     body: Bytes,
     extra_headers: &[(&'static str, String)],
+    in_flight: &mut Option<Admission>,
 ) -> Result<u16, ForwardError> {
     let mut attempt = 0;
     let (mut upstream, response) = loop {
@@ -246,6 +250,9 @@ async fn exchange(
         let _ = response.insert_header(*name, value.as_str());
     }
     let done = upstream.is_body_done();
+    if done {
+        release_in_flight(in_flight);
+    }
     session
         .write_response_header(response, done)
         .await
@@ -256,6 +263,9 @@ async fn exchange(
             .await
             .map_err(ForwardError::AfterResponse)?;
         let end = chunk.is_none() || upstream.is_body_done();
+        if end {
+            release_in_flight(in_flight);
+        }
         session
             .write_response_body(chunk, end)
             .await
@@ -268,6 +278,12 @@ async fn exchange(
         .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
         .await;
     Ok(status)
+}
+
+/// Gives the limiter's in-flight permits back just before the last response byte is
+/// written: the client may send its next request as soon as it has this response.
+fn release_in_flight(in_flight: &mut Option<Admission>) {
+    drop(in_flight.take());
 }
 
 async fn send_request(

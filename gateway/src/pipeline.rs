@@ -13,12 +13,16 @@ use modelgate_plugins::auth::Caller;
 use modelgate_plugins::ratelimit::{Admission, Limiter, Refusal, RefusalReason};
 use modelgate_plugins::{Code, Denial};
 
+use crate::authn::unix_now;
 use crate::body::{BodyError, read_body};
 use crate::embedded::InferencePool;
+use crate::embedded::v2::Batch;
+use crate::embedded::{OutputData, Outputs};
 use crate::forward::{ForwardError, Identity};
 use crate::respond;
 use crate::routes::{ModelOp, Target};
-use crate::snapshot::{BuiltBackend, BuiltRoute, Snapshot};
+use crate::snapshot::{BuiltBackend, BuiltRoute, ExtractionGuard, Snapshot};
+use modelgate_plugins::extraction::{Action, Identity as ExtractionIdentity, harden_outputs};
 
 /// Process-wide resources that outlive config generations.
 pub struct Shared {
@@ -38,7 +42,12 @@ pub struct Outcome {
     pub upstream: Option<std::time::Duration>,
     /// Cost charged against the caller's limits.
     pub cost: u32,
+    /// The limiter's admission (in-flight permits) while the request runs.
     pub admission: Option<Admission>,
+    /// Rate-limit budget left after this request, for the access log.
+    pub ratelimit_remaining: Option<u64>,
+    /// The extraction detector's action, when it reached at least `observe`.
+    pub extraction: Option<&'static str>,
     pub status: u16,
     pub code: Option<Code>,
 }
@@ -51,7 +60,12 @@ pub async fn handle(
     session: &mut Session,
     outcome: &mut Outcome,
 ) -> pingora::Result<()> {
-    match run(shared, snapshot, session, outcome).await {
+    let result = run(shared, snapshot, session, outcome).await;
+    // Permits are normally given back just before the last response byte (`ok_json`,
+    // `forward`); refusals and failures give them back here, before the error is written,
+    // never as late as Pingora dropping the request context (after logging).
+    outcome.admission = None;
+    match result {
         Ok(()) => Ok(()),
         Err(Failure::Deny { denial, close }) => {
             outcome.status = denial.status().as_u16();
@@ -168,8 +182,9 @@ async fn run(
         {
             Ok(admission) => {
                 response_headers.extend(admission.headers().to_pairs());
-                // Held until the response ends (the permit is released when the
-                // request context is dropped, also on client abort).
+                outcome.ratelimit_remaining = Some(admission.remaining);
+                // Held until the response is written (`handle` releases it; a client
+                // abort drops the request context and with it the permits).
                 outcome.admission = Some(admission);
             }
             Err(refusal) => return Err(rate_denial(&refusal).into()),
@@ -216,7 +231,19 @@ async fn run(
                         let request = validated.ok_or_else(|| {
                             Denial::new(Code::Internal, "inference is unavailable")
                         })?;
-                        let response = model.infer(&shared.pool, request).await?;
+                        let guard = route.extraction.as_deref().zip(caller.as_ref());
+                        if let Some((guard, caller)) = guard
+                            && let Some(denial) = guard
+                                .detector
+                                .denial_for(&identity(guard, caller), unix_now())
+                        {
+                            return Err(denial.into());
+                        }
+                        let (batch, mut outputs) = model.run(&shared.pool, request).await?;
+                        if let Some((guard, caller)) = guard {
+                            assess(guard, caller, &batch, &mut outputs, outcome);
+                        }
+                        let response = model.respond(&batch, &outputs);
                         ok_json(session, outcome, &response, &response_headers).await
                     }
                     ModelOp::Other => {
@@ -253,6 +280,60 @@ async fn run(
         (Target::Model { .. } | Target::Prefix { .. }, None) => {
             Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
         }
+    }
+}
+
+fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdentity<'a> {
+    ExtractionIdentity::of(caller).trusted(guard.trusted.contains(&caller.consumer))
+}
+
+/// Stage 6: feeds the extraction detector with the rows and the model's probabilities, then
+/// hardens the outputs as the assessment says (rounded for untrusted consumers, top-1 only
+/// for suspects). A detector error (shape mismatch) is logged, never shown to the client.
+fn assess(
+    guard: &ExtractionGuard,
+    caller: &Caller,
+    batch: &Batch,
+    outputs: &mut Outputs,
+    outcome: &mut Outcome,
+) {
+    let who = identity(guard, caller);
+    let Some((probabilities, classes)) =
+        outputs
+            .tensors
+            .iter_mut()
+            .find_map(|(shape, data)| match data {
+                OutputData::F32(v) if shape.len() == 2 => Some((v, shape[1])),
+                _ => None,
+            })
+    else {
+        return;
+    };
+    match guard
+        .detector
+        .observe(&who, &batch.data, probabilities, unix_now())
+    {
+        Ok(assessment) => {
+            harden_outputs(probabilities, classes, assessment.output);
+            if assessment.action >= Action::Observe {
+                outcome.extraction = Some(assessment.action.as_str());
+                log::warn!(
+                    target: "audit",
+                    "{}",
+                    serde_json::json!({
+                        "event": "extraction_suspected",
+                        "time": unix_now(),
+                        "consumer": caller.consumer,
+                        "group": caller.group,
+                        "action": assessment.action.as_str(),
+                        "combined": assessment.combined,
+                        "reason": assessment.reason.map(|r| r.as_str()),
+                        "queries": assessment.queries_seen,
+                    })
+                );
+            }
+        }
+        Err(e) => log::error!("extraction detector: {e}"),
     }
 }
 
@@ -337,6 +418,7 @@ async fn forward(
             request.body,
             request.prefix_len,
             &identity,
+            &mut outcome.admission,
         )
         .await;
     outcome.upstream = Some(started.elapsed());
@@ -397,6 +479,8 @@ async fn ok_json(
     headers: &[(&'static str, String)],
 ) -> Result<(), Failure> {
     outcome.status = 200;
+    // The answer is ready: in-flight permits go back before it is written (see `forward`).
+    outcome.admission = None;
     let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.clone())).collect();
     respond::json(
         session,

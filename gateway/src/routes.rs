@@ -87,6 +87,14 @@ impl RouteIndex {
     }
 
     fn model_target<'p>(&self, path: &'p str, rest: &'p str) -> Result<Target<'p>, Denial> {
+        // One spelling per endpoint: backends that decode `%69nfer`, fold `//` or ignore a
+        // trailing `/` would otherwise receive an unchecked infer request.
+        if rest.contains(['%', ';']) || rest.ends_with('/') || rest.contains("//") {
+            return Err(Denial::new(
+                Code::BadRequest,
+                "model paths must be canonical: no percent-encoding, ';', empty segments or trailing '/'",
+            ));
+        }
         let (model, mut tail) = rest.split_once('/').map_or((rest, ""), |(m, t)| (m, t));
         let Some(&route) = self.by_model.get(model) else {
             return Err(Denial::new(Code::ModelNotFound, "unknown model"));
@@ -99,8 +107,8 @@ impl RouteIndex {
         }
         let op = match tail {
             "" => ModelOp::Metadata,
-            "ready" => ModelOp::Ready,
-            "infer" => ModelOp::Infer,
+            t if t.eq_ignore_ascii_case("ready") => ModelOp::Ready,
+            t if t.eq_ignore_ascii_case("infer") => ModelOp::Infer,
             _ => ModelOp::Other,
         };
         let prefix_len = "/v2/models/".len() + model.len();
@@ -223,6 +231,28 @@ mod tests {
         );
         assert_eq!(i.resolve("/echoes").unwrap_err().code, Code::RouteNotFound);
         assert_eq!(i.resolve("/").unwrap_err().code, Code::RouteNotFound);
+    }
+
+    #[test]
+    fn model_paths_have_one_spelling() {
+        let i = index();
+        for p in [
+            "/v2/models/digits/%69nfer",
+            "/v2/models/digits/infer/",
+            "/v2/models/digits//infer",
+            "/v2/models/digits/infer;x",
+            "/v2/models/digits/versions/1/infer/",
+        ] {
+            assert_eq!(i.resolve(p).unwrap_err().code, Code::BadRequest, "{p}");
+        }
+        let t = i.resolve("/v2/models/digits/INFER").unwrap();
+        assert!(matches!(
+            t,
+            Target::Model {
+                op: ModelOp::Infer,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use modelgate_config::{Backend, Config, ConfigError, Route};
+use modelgate_config::{Backend, Config, ConfigError, Extraction, Route};
+use modelgate_plugins::extraction::{Detector, DetectorOptions, Profile};
 
 use crate::authn::Authenticator;
 use crate::embedded::EmbeddedModel;
@@ -20,6 +21,15 @@ pub struct BuiltRoute {
     pub config: Route,
     pub backend: BuiltBackend,
     pub validation: RouteValidation,
+    /// The route's extraction detector; its state is carried over reloads while the
+    /// route keeps the same profile.
+    pub extraction: Option<Arc<ExtractionGuard>>,
+}
+
+/// A route's detector and who it trusts.
+pub struct ExtractionGuard {
+    pub detector: Arc<Detector>,
+    pub trusted: Vec<String>,
 }
 
 /// A route's backend, ready to take requests.
@@ -93,12 +103,27 @@ impl Snapshot {
             )
             .map_err(|e| errors.push(e))
             .ok();
-            if let (Some(backend), Some(validation)) = (backend, validation) {
+            let extraction = match &route.extraction {
+                None => Some(None),
+                Some(e) => extraction_guard(e, previous, &route.name)
+                    .map_err(|message| {
+                        errors.push(ConfigError {
+                            path: format!("routes[{i}].extraction.profile"),
+                            message,
+                        })
+                    })
+                    .ok()
+                    .map(Some),
+            };
+            if let (Some(backend), Some(validation), Some(extraction)) =
+                (backend, validation, extraction)
+            {
                 routes.push(BuiltRoute {
                     name: Arc::from(route.name.as_str()),
                     config: route.clone(),
                     backend,
                     validation,
+                    extraction,
                 });
             }
         }
@@ -134,4 +159,31 @@ impl Snapshot {
     ) -> Result<Snapshot, Vec<ConfigError>> {
         Snapshot::build(modelgate_config::load(path)?, generation, previous)
     }
+}
+
+/// The route's detector: the previous generation's (same route, same profile) with its
+/// state, or a new one from the profile.
+fn extraction_guard(
+    config: &Extraction,
+    previous: Option<&Snapshot>,
+    route: &str,
+) -> Result<Arc<ExtractionGuard>, String> {
+    let text = std::fs::read_to_string(&config.profile)
+        .map_err(|e| format!("cannot read {}: {e}", config.profile.display()))?;
+    let profile = Profile::from_json(&text).map_err(|e| e.to_string())?;
+    let carried = previous
+        .and_then(|p| p.routes.iter().find(|r| &*r.name == route))
+        .and_then(|r| r.extraction.as_ref())
+        .filter(|g| *g.detector.profile() == profile)
+        .map(|g| Arc::clone(&g.detector));
+    let detector = match carried {
+        Some(detector) => detector,
+        None => {
+            Arc::new(Detector::new(profile, DetectorOptions::default()).map_err(|e| e.to_string())?)
+        }
+    };
+    Ok(Arc::new(ExtractionGuard {
+        detector,
+        trusted: config.trusted.clone(),
+    }))
 }

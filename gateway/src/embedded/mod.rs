@@ -13,7 +13,7 @@ use modelgate_plugins::schema::ValidatedRequest;
 use modelgate_plugins::{Code, Denial};
 
 pub use metadata::ModelMetadata;
-pub use model::OnnxModel;
+pub use model::{OnnxModel, OutputData, Outputs};
 pub use pool::{InferencePool, PoolError};
 
 /// A model ready to serve: loaded once per config generation, shared by requests.
@@ -35,20 +35,19 @@ impl EmbeddedModel {
         &self.model.metadata
     }
 
-    /// Runs a validated infer request on the pool; returns the response JSON.
-    pub async fn infer(
+    /// Runs a validated infer request on the pool; returns the batch (its input rows kept)
+    /// and the model's outputs.
+    pub async fn run(
         &self,
         pool: &InferencePool,
         request: ValidatedRequest,
-    ) -> Result<Vec<u8>, Denial> {
+    ) -> Result<(v2::Batch, Outputs), Denial> {
         let batch = v2::Batch::from_validated(request, self.metadata())
             .map_err(|m| Denial::new(Code::InvalidInput, m))?;
         let model = Arc::clone(&self.model);
         let (batch, outputs) = pool
             .run(move || {
-                let mut batch = batch;
-                let data = std::mem::take(&mut batch.data);
-                let outputs = model.infer(batch.rows, data);
+                let outputs = model.infer(batch.rows, batch.data.clone());
                 (batch, outputs)
             })
             .await
@@ -66,6 +65,11 @@ impl EmbeddedModel {
             );
             Denial::new(Code::Internal, "inference failed")
         })?;
-        Ok(v2::response_json(self.metadata(), &batch, &outputs))
+        Ok((batch, outputs))
+    }
+
+    /// The response JSON for a run.
+    pub fn respond(&self, batch: &v2::Batch, outputs: &Outputs) -> Vec<u8> {
+        v2::response_json(self.metadata(), batch, outputs)
     }
 }
