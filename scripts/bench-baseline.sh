@@ -216,12 +216,35 @@ grace_period = "1s"
 threads = 1
 queue_depth = 256
 
-# No [auth]: both routes are public, so the numbers are the request path without
-# credential checks.
+# (a)-(d) use public routes: the request path without credential checks. (e) compares,
+# for the same POST v2 body, a public routing-only route with the full pipeline: API key
+# auth, rate limit (never reached) and v2 validation against the digits contract.
+[auth]
+key_store = "$WORK/keys.json"
+
+[plans.bench]
+rate = "100000000/s"
+burst = 100000000
+
 [[routes]]
 name = "fast"
 path_prefix = "/fast"
 public = true
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "open"
+path_prefix = "/open"
+public = true
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "full"
+model = "full"
+[routes.validate]
+metadata = "$ROOT/models/digits.json"
 [routes.http]
 upstreams = ["http://$HOST:$UPSTREAM_PORT"]
 
@@ -233,6 +256,8 @@ public = true
 onnx = "$ROOT/models/digits.onnx"
 metadata = "$ROOT/models/digits.json"
 EOF
+API_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
+    die "cannot issue the benchmark API key"
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
     >"$WORK/modelgate.log" 2>&1 &
 PIDS+=($!) SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
@@ -253,6 +278,9 @@ URL_DIRECT=http://$HOST:$UPSTREAM_PORT/fast
 URL_MODELGATE=http://$HOST:$MODELGATE_PORT/fast
 URL_NGINX=http://$HOST:$NGINX_PORT/fast
 URL_INFER=http://$HOST:$MODELGATE_PORT/v2/models/digits/infer
+URL_OPEN=http://$HOST:$MODELGATE_PORT/open/v2/models/full/infer
+URL_FULL=http://$HOST:$MODELGATE_PORT/v2/models/full/infer
+URL_NGINX_POST=http://$HOST:$NGINX_PORT/open/v2/models/full/infer
 
 wait_http "$URL_DIRECT" 200 "upstream"
 wait_http "$URL_MODELGATE" 200 "modelgate -> upstream"
@@ -345,7 +373,7 @@ run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
         "$round" "$label" "$target" "$rps" "$p50" "$p99" >&2
 }
 
-per_round=$((3 * 2 + 2))
+per_round=$((3 * 2 + 2 + 3))
 est=$(((ROUNDS * per_round * (DURATION + 1) + 6 * WARMUP) / 60 + 1))
 echo "bench-baseline: $ROUNDS rounds x $per_round measurements x ${DURATION}s (about $est min)" >&2
 
@@ -368,6 +396,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run_lt loadtest nginx "$URL_NGINX" "$r" "$DURATION" 1
     run_lt loadtest-b1 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
     run_lt loadtest-b32 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 32
+    run_lt post open "$URL_OPEN" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
+    run_lt post full "$URL_FULL" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "x-api-key: $API_KEY"
+    run_lt post nginx "$URL_NGINX_POST" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
 done
 
 check_alive "at the end"
@@ -433,6 +464,24 @@ table=$(
         printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$b" "$(fmt_rps "$rps")" "$(fmt_rps "$inf")" \
             "$(fmt_lat "$(median "loadtest-b$b" embedded 5)")" "$(fmt_lat "$(median "loadtest-b$b" embedded 6)")" \
             "$(total "loadtest-b$b" embedded 7)" "$(rounds_list "loadtest-b$b" embedded)"
+    done
+    echo
+    echo "### (e) Full pipeline vs routing only: POST v2 infer (1 × 64 features) to the fast upstream"
+    echo
+    echo "| path | req/s (median) | p50 | p99 | vs routing only | vs nginx | errors | req/s per round |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    o=$(median post open 4)
+    n=$(median post nginx 4)
+    for target in open full nginx; do
+        case $target in
+            open) label="modelgate, public route, no checks (routing only)" ;;
+            full) label="modelgate, API key + rate limit + v2 validation" ;;
+            nginx) label="nginx proxy_pass" ;;
+        esac
+        rps=$(median post "$target" 4)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_rps "$rps")" \
+            "$(fmt_lat "$(median post "$target" 5)")" "$(fmt_lat "$(median post "$target" 6)")" \
+            "$(ratio "$rps" "$o")" "$(ratio "$rps" "$n")" "$(total post "$target" 7)" "$(rounds_list post "$target")"
     done
     echo
     echo "Medians over $ROUNDS interleaved rounds of ${DURATION}s. Latencies are medians of the per-round"
