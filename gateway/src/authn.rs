@@ -133,6 +133,14 @@ impl Authenticator {
         })
     }
 
+    /// Consumers with a usable API key (JWT consumers are not enumerable).
+    pub fn key_consumers(&self) -> std::collections::HashSet<&str> {
+        self.keys
+            .as_ref()
+            .map(KeyVerifier::consumers)
+            .unwrap_or_default()
+    }
+
     /// Starts background JWKS refreshes for URL sources; they stop when this snapshot goes.
     pub fn start_background(&self) {
         Jwks::start_refresh(&self.jwks);

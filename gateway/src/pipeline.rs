@@ -10,7 +10,9 @@ use pingora::proxy::Session;
 
 use modelgate_config::Cost;
 use modelgate_plugins::auth::Caller;
-use modelgate_plugins::ratelimit::{Admission, Limiter, Refusal, RefusalReason};
+use modelgate_plugins::ratelimit::{
+    Admission, LimitSpec, Limiter, RateSpec, Refusal, RefusalReason,
+};
 use modelgate_plugins::{Code, Denial};
 
 use crate::authn::unix_now;
@@ -232,12 +234,17 @@ async fn run(
                             Denial::new(Code::Internal, "inference is unavailable")
                         })?;
                         let guard = route.extraction.as_deref().zip(caller.as_ref());
-                        if let Some((guard, caller)) = guard
-                            && let Some(denial) = guard
-                                .detector
-                                .denial_for(&identity(guard, caller), unix_now())
-                        {
-                            return Err(denial.into());
+                        if let Some((guard, caller)) = guard {
+                            let who = identity(guard, caller);
+                            if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
+                                return Err(denial.into());
+                            }
+                            if guard.detector.action_for(&who, unix_now()) >= Action::Throttle {
+                                let (plan, _) = snapshot
+                                    .limits
+                                    .for_request(&caller.plan, route_index.unwrap_or(0));
+                                throttle(shared, plan, guard, caller, &route.name, outcome.cost)?;
+                            }
                         }
                         let (batch, mut outputs) = model.run(&shared.pool, request).await?;
                         if let Some((guard, caller)) = guard {
@@ -280,6 +287,31 @@ async fn run(
         (Target::Model { .. } | Target::Prefix { .. }, None) => {
             Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
         }
+    }
+}
+
+/// A consumer at the `throttle` rung gets a cut rate on top of its plan: the plan's rate and
+/// burst times the detector's throttle factor, in a bucket of its own.
+fn throttle(
+    shared: &Shared,
+    plan: &LimitSpec,
+    guard: &ExtractionGuard,
+    caller: &Caller,
+    route: &str,
+    cost: u32,
+) -> Result<(), Denial> {
+    let factor = guard.detector.options().throttle_factor.clamp(0.0, 1.0);
+    let scale = |n: u32| ((n as f32 * factor) as u32).max(1);
+    let cut = RateSpec::new(scale(plan.rate.count.get()), plan.rate.per)
+        .and_then(|rate| LimitSpec::new(rate, scale(plan.burst.get())).ok());
+    let Some(cut) = cut else { return Ok(()) };
+    let scope = format!("{route}#extraction-throttle");
+    match shared
+        .limiter
+        .check(&caller.consumer, &scope, &cut, None, cost.max(1))
+    {
+        Ok(_) => Ok(()),
+        Err(refusal) => Err(rate_denial(&refusal)),
     }
 }
 

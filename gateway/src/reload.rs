@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::authn::unix_now;
 use crate::snapshot::Snapshot;
+use modelgate_plugins::ratelimit::Limiter;
 
 /// The outcome of the last reload attempt, as the admin API reports it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -29,6 +30,8 @@ pub struct ReloadStatus {
 /// Owns the live snapshot pointer and swaps in new generations.
 pub struct Reloader {
     path: PathBuf,
+    /// Limiter state to free for consumers whose keys a reload removed or revoked.
+    limiter: Limiter,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     generation: AtomicU64,
     lock: Mutex<()>,
@@ -37,12 +40,13 @@ pub struct Reloader {
 
 impl Reloader {
     /// Wraps the first snapshot, built from `path`.
-    pub fn new(path: PathBuf, first: Snapshot) -> Reloader {
+    pub fn new(path: PathBuf, first: Snapshot, limiter: Limiter) -> Reloader {
         let generation = first.generation;
         first.auth.start_background();
         crate::metrics::METRICS.set_generation(generation);
         Reloader {
             path,
+            limiter,
             snapshot: Arc::new(ArcSwap::from_pointee(first)),
             generation: AtomicU64::new(generation),
             lock: Mutex::new(()),
@@ -68,6 +72,22 @@ impl Reloader {
                     log::warn!("reload: {setting} changed; it takes effect after a restart");
                 }
                 next.auth.start_background();
+                let removed: Vec<&str> = {
+                    let kept = next.auth.key_consumers();
+                    current
+                        .auth
+                        .key_consumers()
+                        .into_iter()
+                        .filter(|c| !kept.contains(c))
+                        .collect()
+                };
+                if !removed.is_empty() {
+                    self.limiter.forget_consumers(&removed);
+                    log::info!(
+                        "reload: freed limiter state of {} removed consumer(s)",
+                        removed.len()
+                    );
+                }
                 self.generation.store(generation, Ordering::SeqCst);
                 self.snapshot.store(Arc::new(next));
                 log::info!("reload: generation {generation} is live");

@@ -78,7 +78,11 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         limiter: Limiter::in_process(),
     });
     start_limiter_eviction(&shared);
-    let reloader = Arc::new(Reloader::new(config_path.to_path_buf(), snapshot));
+    let reloader = Arc::new(Reloader::new(
+        config_path.to_path_buf(),
+        snapshot,
+        shared.limiter.clone(),
+    ));
 
     let gateway = Gateway {
         snapshot: Arc::clone(&reloader.snapshot),

@@ -184,3 +184,35 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
             && logs.contains("\"consumer\":\"attacker\"")
     );
 }
+
+#[test]
+fn a_throttled_prober_gets_a_cut_rate_before_the_block() {
+    let models = repo_root().join("models");
+    let setup = GatewayProcess::setup(&format!(
+        "[auth]\nkey_store = \"keys.json\"\n\n[plans.default]\nrate = \"20/s\"\nburst = 20\n\n\
+         [[routes]]\nname = \"digits\"\nmodel = \"digits\"\n[routes.embedded]\nonnx = {:?}\nmetadata = {:?}\n\
+         [routes.extraction]\nprofile = {:?}\n",
+        models.join("digits.onnx"),
+        models.join("digits.json"),
+        models.join("digits.profile.json"),
+    ));
+    let attacker = issue(&setup, "attacker");
+    let gw = setup.start();
+    let mut conn = Conn::open(gw.addr).unwrap();
+    let mut statuses = Vec::new();
+    for row in random_rows(40, 7) {
+        let r = infer(&mut conn, &attacker, &row);
+        statuses.push(r.status);
+        if r.status == 403 {
+            break;
+        }
+        if r.status == 429 {
+            assert_eq!(r.error_code(), "rate_limited");
+        }
+    }
+    // Within the plan (20/s, burst 20) nothing would be refused: the 429s come from the cut
+    // rate (a tenth of the plan) the throttle rung imposes.
+    assert!(statuses.contains(&429), "never throttled: {statuses:?}");
+    let first_429 = statuses.iter().position(|s| *s == 429).unwrap();
+    assert!(first_429 < 20, "{statuses:?}");
+}

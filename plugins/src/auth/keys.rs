@@ -264,6 +264,15 @@ impl KeyVerifier {
         Ok(key.caller.clone())
     }
 
+    /// The consumers that hold at least one usable (not revoked) key.
+    pub fn consumers(&self) -> std::collections::HashSet<&str> {
+        self.by_id
+            .values()
+            .filter(|k| !k.revoked)
+            .map(|k| k.caller.consumer.as_str())
+            .collect()
+    }
+
     /// Number of keys indexed.
     pub fn len(&self) -> usize {
         self.by_id.len()
