@@ -41,7 +41,14 @@ impl ProxyHttp for Admin {
             }
             ("/metrics", true, _) => {
                 let body = Bytes::from(crate::metrics::METRICS.render());
-                respond::body(session, StatusCode::OK, "text/plain; version=0.0.4", body).await?
+                respond::body(
+                    session,
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    body,
+                    &[],
+                )
+                .await?
             }
             ("/admin/config", true, _) => {
                 let body = self.config_view();

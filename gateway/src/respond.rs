@@ -40,17 +40,21 @@ pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingor
     json(session, denial.status(), denial_body(denial), &headers).await
 }
 
-/// Sends a complete response of `content_type` with `Content-Length`.
+/// Sends a complete response of `content_type` with `Content-Length` and `extra_headers`.
 pub async fn body(
     session: &mut Session,
     status: StatusCode,
     content_type: &str,
     body: Bytes,
+    extra_headers: &[(&str, String)],
 ) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
+    let mut header = ResponseHeader::build(status, Some(3 + extra_headers.len()))?;
     header.insert_header(http::header::CONTENT_TYPE, content_type)?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra_headers {
+        header.append_header(name.to_string(), value.as_str())?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
@@ -65,22 +69,8 @@ pub async fn body(
 pub async fn json(
     session: &mut Session,
     status: StatusCode,
-    body: Bytes,
+    json: Bytes,
     extra_headers: &[(&str, String)],
 ) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4 + extra_headers.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    for (name, value) in extra_headers {
-        header.append_header(name.to_string(), value.as_str())?;
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    body(session, status, "application/json", json, extra_headers).await
 }

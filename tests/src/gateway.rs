@@ -72,6 +72,31 @@ impl Setup {
             .expect("run modelgate")
     }
 
+    /// Issues an API key with `modelgate keys issue` and returns it (the CLI prints it once).
+    pub fn issue_key(&self, consumer: &str, plan: &str, models: &str) -> String {
+        let out = self.cli(&[
+            "keys",
+            "issue",
+            "--consumer",
+            consumer,
+            "--plan",
+            plan,
+            "--models",
+            models,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout)
+            .expect("utf-8 key")
+            .trim()
+            .to_string();
+        assert!(key.starts_with("mg_"), "not a key: {key}");
+        key
+    }
+
     /// Starts the gateway and waits until `/readyz` answers.
     pub fn start(self) -> GatewayProcess {
         self.try_start().expect("gateway did not start")

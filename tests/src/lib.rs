@@ -20,3 +20,29 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
+
+/// The bundled model's held-out rows (64 pixel values each) and labels.
+pub fn holdout() -> (Vec<Vec<f32>>, Vec<i64>) {
+    let text = std::fs::read_to_string(repo_root().join("models/digits_holdout.json"))
+        .expect("held-out file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("held-out JSON");
+    let number_rows = |key: &str| v[key].as_array().cloned().unwrap_or_default();
+    let rows = number_rows("rows")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_f64())
+                        .map(|x| x as f32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let labels = number_rows("labels")
+        .iter()
+        .filter_map(|l| l.as_i64())
+        .collect();
+    (rows, labels)
+}

@@ -41,24 +41,7 @@ fn infer_body() -> Vec<u8> {
 }
 
 fn issue(setup: &Setup, consumer: &str, models: &str) -> String {
-    let out = setup.cli(&[
-        "keys",
-        "issue",
-        "--consumer",
-        consumer,
-        "--plan",
-        "standard",
-        "--models",
-        models,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(key.starts_with("mg_"), "{key}");
-    key
+    setup.issue_key(consumer, "standard", models)
 }
 
 fn key_id(key: &str) -> &str {

@@ -7,35 +7,11 @@ use std::net::SocketAddr;
 
 use modelgate_e2e::client::{self, Conn, get, post_bytes, post_json};
 use modelgate_e2e::gateway::{GatewayProcess, digits_route};
-use modelgate_e2e::repo_root;
+use modelgate_e2e::{holdout, repo_root};
 use serde_json::{Value, json};
 use tract_onnx::prelude::*;
 
 const INFER: &str = "/v2/models/digits/infer";
-
-fn holdout() -> (Vec<Vec<f32>>, Vec<i64>) {
-    let text = std::fs::read_to_string(repo_root().join("models/digits_holdout.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let rows = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
-    let labels = v["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    (rows, labels)
-}
 
 fn infer_body(rows: &[Vec<f32>]) -> Vec<u8> {
     let data: Vec<f32> = rows.iter().flatten().copied().collect();

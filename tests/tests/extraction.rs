@@ -25,22 +25,7 @@ fn setup() -> Setup {
 }
 
 fn issue(setup: &Setup, consumer: &str) -> String {
-    let out = setup.cli(&[
-        "keys",
-        "issue",
-        "--consumer",
-        consumer,
-        "--plan",
-        "default",
-        "--models",
-        "digits",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    setup.issue_key(consumer, "default", "digits")
 }
 
 fn holdout() -> Vec<Vec<f64>> {

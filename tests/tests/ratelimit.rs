@@ -39,22 +39,7 @@ fn digits_route(extra: &str) -> String {
 }
 
 fn issue(setup: &Setup, consumer: &str, plan: &str) -> String {
-    let out = setup.cli(&[
-        "keys",
-        "issue",
-        "--consumer",
-        consumer,
-        "--plan",
-        plan,
-        "--models",
-        "*",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    setup.issue_key(consumer, plan, "*")
 }
 
 fn get_raw(path: &str, key: &str) -> Vec<u8> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use modelgate_e2e::client::{self, Response, post_json};
 use modelgate_e2e::gateway::{GatewayProcess, digits_route};
-use modelgate_e2e::repo_root;
 use modelgate_e2e::upstream::{Behaviour, Upstream};
+use modelgate_e2e::{holdout, repo_root};
 use serde_json::{Value, json};
 
 const INFER: &str = "/v2/models/digits/infer";
@@ -22,30 +22,6 @@ const REMOTE_INFER: &str = "/v2/models/remote/infer";
 
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(name)
-}
-
-fn holdout() -> (Vec<Vec<f32>>, Vec<i64>) {
-    let text = std::fs::read_to_string(repo_root().join("models/digits_holdout.json")).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
-    let rows = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect();
-    let labels = v["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    (rows, labels)
 }
 
 fn tensor(shape: Value, datatype: &str, data: Value) -> Value {
