@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod authn;
 pub mod body;
+pub mod calibrate_cli;
 pub mod embedded;
 pub mod forward;
 pub mod http_get;

@@ -37,6 +37,21 @@ enum Command {
         /// Config file.
         file: PathBuf,
     },
+    /// Compute an extraction-detector profile for an embedded model from benign traffic.
+    Calibrate {
+        /// Config file (finds the model's route, ONNX file and metadata).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Model name.
+        #[arg(long)]
+        model: String,
+        /// Benign rows: `{"rows": [[...], ...]}` (the held-out file format).
+        #[arg(long)]
+        benign: PathBuf,
+        /// Where to write the profile JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage API keys in the key store the config names.
     Keys {
         /// Config file.
@@ -120,7 +135,35 @@ fn main() -> ExitCode {
             }
         },
         Command::Keys { config, command } => report(keys(&config, command), 1),
+        Command::Calibrate {
+            config,
+            model,
+            benign,
+            out,
+        } => report(calibrate(&config, &model, &benign, &out), 1),
     }
+}
+
+fn calibrate(config_path: &Path, model: &str, benign: &Path, out: &Path) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    let profile = modelgate::calibrate_cli::run(&config, model, benign)?;
+    std::fs::write(out, profile).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!(
+        "wrote the extraction profile for {model} to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn load_config(config_path: &Path) -> Result<modelgate_config::Config, String> {
+    modelgate_config::load(config_path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "{} is not a valid config:\n  {}",
+            config_path.display(),
+            lines.join("\n  ")
+        )
+    })
 }
 
 fn keys(config_path: &Path, command: KeysCommand) -> Result<(), String> {

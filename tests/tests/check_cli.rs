@@ -92,3 +92,47 @@ fn unloadable_model_is_reported_by_check() {
         String::from_utf8_lossy(&out.stderr).contains("routes[0].embedded: cannot load ONNX model")
     );
 }
+
+#[test]
+fn calibrate_reproduces_the_shipped_extraction_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("profile.json");
+    let run = Command::new(binary())
+        .args(["calibrate", "--model", "digits", "--config"])
+        .arg(repo_root().join("config/modelgate.toml"))
+        .arg("--benign")
+        .arg(repo_root().join("models/digits_holdout.json"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read(&out),
+        read(&repo_root().join("models/digits.profile.json"))
+    );
+    // A model the config does not serve is a clear error, not a panic.
+    let run = Command::new(binary())
+        .args([
+            "calibrate",
+            "--model",
+            "nope",
+            "--benign",
+            "x",
+            "--out",
+            "y",
+            "--config",
+        ])
+        .arg(repo_root().join("config/modelgate.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no route serves model \"nope\""));
+}
