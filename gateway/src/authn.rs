@@ -16,6 +16,7 @@ use modelgate_plugins::auth::failures::FailureLimiter;
 use modelgate_plugins::auth::jwks::{JwkKey, KeySet};
 use modelgate_plugins::auth::jwt::{Algorithm, IssuerSettings, JwtVerifier, KeyLookup, reasons};
 use modelgate_plugins::auth::keys::{KeyVerifier, SecretHasher, key_id_of};
+use modelgate_plugins::auth::token_cache::VerifiedTokenCache;
 use modelgate_plugins::auth::{AuthFailure, Caller, keystore};
 use modelgate_plugins::{Code, Denial};
 
@@ -34,7 +35,13 @@ pub struct Authenticator {
     /// `api_key_headers` plus `Authorization`: what is stripped before forwarding.
     credential_headers: Vec<HeaderName>,
     failures: Arc<FailureLimiter>,
+    /// Tokens verified in this generation (a reload forgets them, e.g. after a JWKS change).
+    verified: VerifiedTokenCache,
 }
+
+/// Verified tokens remembered per generation, and for how long at most.
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+const TOKEN_CACHE_MAX_AGE_SECS: u64 = 60;
 
 /// A presented credential, before verification.
 enum Credential<'a> {
@@ -130,6 +137,7 @@ impl Authenticator {
             api_key_headers,
             credential_headers,
             failures,
+            verified: VerifiedTokenCache::new(TOKEN_CACHE_CAPACITY, TOKEN_CACHE_MAX_AGE_SECS),
         })
     }
 
@@ -191,7 +199,10 @@ impl Authenticator {
         let Some(jwt) = &self.jwt else {
             return Err(AuthFailure::Malformed("jwt_disabled"));
         };
-        match jwt.verify(token, self.jwks.as_ref(), now) {
+        if let Some(caller) = self.verified.get(token, now) {
+            return Ok(caller);
+        }
+        let result = match jwt.verify(token, self.jwks.as_ref(), now) {
             Err(AuthFailure::Jwt(reason)) if reason == reasons::UNKNOWN_KID => {
                 // The issuer may have rotated its keys: refetch, at most once per interval.
                 let issuer = jwt_hints(token).0.unwrap_or_default();
@@ -202,7 +213,11 @@ impl Authenticator {
                 }
             }
             other => other,
+        };
+        if let (Ok(caller), Some(exp)) = (&result, jwt_exp(token)) {
+            self.verified.insert(token, caller.clone(), exp, now);
         }
+        result
     }
 
     fn credential<'a>(&self, head: &'a Parts, route: &Route) -> Option<Credential<'a>> {
@@ -311,6 +326,19 @@ fn jwt_hints(token: &str) -> (Option<String>, Option<String>) {
         field(payload.as_ref(), "iss"),
         field(header.as_ref(), "kid"),
     )
+}
+
+/// The `exp` claim of a token that already passed verification.
+fn jwt_exp(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
 }
 
 /// Seconds since the Unix epoch.

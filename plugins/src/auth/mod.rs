@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod keystore;
+pub mod token_cache;
 
 pub use caller::{Caller, CredentialKind, Scopes};
 pub use failure::AuthFailure;
