@@ -197,8 +197,13 @@ impl GatewayProcess {
 
     /// Sends SIGHUP to the process.
     pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());

@@ -98,3 +98,27 @@ fn gateway_config(gw: &GatewayProcess, rest: &str) -> String {
     let server = current.split("\n\n").next().unwrap();
     format!("{server}\n\n{rest}")
 }
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let up = Upstream::start(Behaviour::Stall(Duration::from_millis(800)));
+    let gw = GatewayProcess::start(&format!(
+        "[[routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\npublic = true\n[routes.http]\nupstreams = [{:?}]\n",
+        up.url()
+    ));
+    let addr = gw.addr;
+    let in_flight = std::thread::spawn(move || {
+        let mut conn = Conn::open(addr).unwrap();
+        conn.request(b"GET /slow/x HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map(|r| r.status)
+    });
+    // Let the request reach the stalled upstream, then ask the gateway to stop.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(up.connection_count(), 1);
+    gw.signal("TERM");
+    assert_eq!(
+        in_flight.join().unwrap().unwrap(),
+        200,
+        "the in-flight request was cut off"
+    );
+}
