@@ -66,16 +66,11 @@ impl Authenticator {
         let keys = match &auth.key_store {
             None => None,
             Some(path) => {
-                let pepper = match auth.pepper.as_ref().map(read_secret).transpose() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        error("auth.pepper", e);
-                        None
-                    }
-                };
-                match keystore::load(path)
-                    .and_then(|store| KeyVerifier::new(&store.keys, SecretHasher::new(pepper)))
-                {
+                let hasher = secret_hasher(auth).unwrap_or_else(|e| {
+                    error("auth.pepper", e);
+                    SecretHasher::default()
+                });
+                match keystore::load(path).and_then(|store| KeyVerifier::new(&store.keys, hasher)) {
                     Ok(v) => Some(v),
                     Err(e) => {
                         error("auth.key_store", e);
@@ -306,39 +301,43 @@ fn audit_failure(
 
 /// The unverified `iss` and `kid` of a token, for audit records and key refetches; capped.
 fn jwt_hints(token: &str) -> (Option<String>, Option<String>) {
-    use base64::Engine;
-    let decode = |part: Option<&str>| -> Option<serde_json::Value> {
-        let part = part.filter(|p| p.len() <= 8 * 1024)?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .ok()?;
-        serde_json::from_slice(&bytes).ok()
-    };
-    let mut parts = token.split('.');
-    let header = decode(parts.next());
-    let payload = decode(parts.next());
-    let field = |v: Option<&serde_json::Value>, name: &str| {
-        v.and_then(|v| v.get(name))
+    let field = |v: Option<serde_json::Value>, name: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(name))
             .and_then(|s| s.as_str())
             .map(|s| s.chars().take(128).collect::<String>())
     };
     (
-        field(payload.as_ref(), "iss"),
-        field(header.as_ref(), "kid"),
+        field(jwt_part(token, 1), "iss"),
+        field(jwt_part(token, 0), "kid"),
     )
 }
 
 /// The `exp` claim of a token that already passed verification.
 fn jwt_exp(token: &str) -> Option<u64> {
+    jwt_part(token, 1)?.get("exp")?.as_u64()
+}
+
+/// Part `index` of a JWT (0 header, 1 payload) decoded as JSON, without any check; parts
+/// over 8 KiB are ignored.
+fn jwt_part(token: &str, index: usize) -> Option<serde_json::Value> {
     use base64::Engine;
-    let payload = token.split('.').nth(1)?;
+    let part = token
+        .split('.')
+        .nth(index)
+        .filter(|p| p.len() <= 8 * 1024)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
+        .decode(part)
         .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The key hasher the config asks for: HMAC-SHA-256 with the pepper when one is named,
+/// SHA-256 otherwise. Fails when the pepper cannot be read.
+pub fn secret_hasher(auth: &Auth) -> Result<SecretHasher, String> {
+    Ok(SecretHasher::new(
+        auth.pepper.as_ref().map(read_secret).transpose()?,
+    ))
 }
 
 /// Seconds since the Unix epoch.

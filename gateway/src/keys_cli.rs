@@ -10,8 +10,7 @@ use modelgate_plugins::auth::keys::{
 };
 use modelgate_plugins::auth::keystore;
 
-use crate::authn::unix_now;
-use crate::secrets::read_secret;
+use crate::authn::{secret_hasher, unix_now};
 
 /// What `keys issue` needs.
 pub struct IssueRequest {
@@ -28,8 +27,7 @@ fn store_and_hasher(config: &Config) -> Result<(std::path::PathBuf, SecretHasher
         .key_store
         .clone()
         .ok_or("the config has no auth.key_store")?;
-    let pepper = config.auth.pepper.as_ref().map(read_secret).transpose()?;
-    Ok((path, SecretHasher::new(pepper)))
+    Ok((path, secret_hasher(&config.auth)?))
 }
 
 /// Issues a key and records its hash; returns the full key (shown once) and its id.

@@ -168,6 +168,7 @@ async fn run(
     };
     // 3. Rate limits, quotas and in-flight caps, charged the request's cost (known now).
     let mut response_headers = Vec::new();
+    let mut plan_spec = None;
     if let (Some(caller), Some(r), Some(index)) = (&caller, route, route_index) {
         let cost = match r.config.cost {
             Cost::Fixed(n) => n,
@@ -176,6 +177,7 @@ async fn run(
                 .map_or(1, |v| u32::try_from(v.batch.max(1)).unwrap_or(u32::MAX)),
         };
         let (spec, model_spec) = snapshot.limits.for_request(&caller.plan, index);
+        plan_spec = Some(spec);
         let model = r.config.model.as_deref().zip(model_spec);
         outcome.cost = cost;
         match shared
@@ -206,85 +208,74 @@ async fn run(
             ok_json(session, outcome, meta.as_bytes(), &[]).await
         }
         (
-            Target::Model {
-                op,
-                version,
+            Target::Model { prefix_len, .. } | Target::Prefix { prefix_len, .. },
+            Some(
+                route @ BuiltRoute {
+                    backend: BuiltBackend::Http(upstreams),
+                    ..
+                },
+            ),
+        ) => {
+            let request = Forwarding {
+                route,
+                caller: caller.as_ref(),
+                body,
                 prefix_len,
-                ..
-            },
-            Some(route),
-        ) => match &route.backend {
-            BuiltBackend::Embedded(model) => {
-                let meta = model.metadata();
-                if version.is_some_and(|v| v != meta.version) {
-                    return Err(Denial::new(Code::ModelNotFound, "unknown model version").into());
+                response_headers,
+            };
+            forward(shared, snapshot, upstreams, session, request, outcome).await
+        }
+        (
+            Target::Model { op, version, .. },
+            Some(
+                route @ BuiltRoute {
+                    backend: BuiltBackend::Embedded(model),
+                    ..
+                },
+            ),
+        ) => {
+            let meta = model.metadata();
+            if version.is_some_and(|v| v != meta.version) {
+                return Err(Denial::new(Code::ModelNotFound, "unknown model version").into());
+            }
+            match op {
+                ModelOp::Metadata => {
+                    let body = crate::embedded::v2::metadata_json(meta);
+                    ok_json(session, outcome, &body, &response_headers).await
                 }
-                match op {
-                    ModelOp::Metadata => {
-                        let body = crate::embedded::v2::metadata_json(meta);
-                        ok_json(session, outcome, &body, &response_headers).await
-                    }
-                    ModelOp::Ready => {
-                        let body =
-                            serde_json::json!({"name": meta.name, "ready": true}).to_string();
-                        ok_json(session, outcome, body.as_bytes(), &response_headers).await
-                    }
-                    ModelOp::Infer => {
-                        let request = validated.ok_or_else(|| {
-                            Denial::new(Code::Internal, "inference is unavailable")
-                        })?;
-                        let guard = route.extraction.as_deref().zip(caller.as_ref());
-                        if let Some((guard, caller)) = guard {
-                            let who = identity(guard, caller);
-                            if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
-                                return Err(denial.into());
-                            }
-                            if guard.detector.action_for(&who, unix_now()) >= Action::Throttle {
-                                let (plan, _) = snapshot
-                                    .limits
-                                    .for_request(&caller.plan, route_index.unwrap_or(0));
-                                throttle(shared, plan, guard, caller, &route.name, outcome.cost)?;
-                            }
+                ModelOp::Ready => {
+                    let body = serde_json::json!({"name": meta.name, "ready": true}).to_string();
+                    ok_json(session, outcome, body.as_bytes(), &response_headers).await
+                }
+                ModelOp::Infer => {
+                    let request = validated
+                        .ok_or_else(|| Denial::new(Code::Internal, "inference is unavailable"))?;
+                    let guard = route.extraction.as_deref().zip(caller.as_ref());
+                    if let Some((guard, caller)) = guard {
+                        let who = identity(guard, caller);
+                        if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
+                            return Err(denial.into());
                         }
-                        let (batch, mut outputs) = model.run(&shared.pool, request).await?;
-                        if let Some((guard, caller)) = guard {
-                            assess(guard, caller, &batch, &mut outputs, outcome);
+                        if let Some(plan) = plan_spec
+                            && guard.detector.action_for(&who, unix_now()) >= Action::Throttle
+                        {
+                            throttle(shared, plan, guard, caller, &route.name, outcome.cost)?;
                         }
-                        let response = model.respond(&batch, &outputs);
-                        ok_json(session, outcome, &response, &response_headers).await
                     }
-                    ModelOp::Other => {
-                        Err(Denial::new(Code::RouteNotFound, "no such model endpoint").into())
+                    let (batch, mut outputs) = model.run(&shared.pool, request).await?;
+                    if let Some((guard, caller)) = guard {
+                        assess(guard, caller, &batch, &mut outputs, outcome);
                     }
+                    let response = model.respond(&batch, &outputs);
+                    ok_json(session, outcome, &response, &response_headers).await
+                }
+                ModelOp::Other => {
+                    Err(Denial::new(Code::RouteNotFound, "no such model endpoint").into())
                 }
             }
-            BuiltBackend::Http(upstreams) => {
-                let request = Forwarding {
-                    route,
-                    caller: caller.as_ref(),
-                    body,
-                    prefix_len,
-                    response_headers,
-                };
-                forward(shared, snapshot, upstreams, session, request, outcome).await
-            }
-        },
-        (Target::Prefix { prefix_len, .. }, Some(route)) => match &route.backend {
-            BuiltBackend::Http(upstreams) => {
-                let request = Forwarding {
-                    route,
-                    caller: caller.as_ref(),
-                    body,
-                    prefix_len,
-                    response_headers,
-                };
-                forward(shared, snapshot, upstreams, session, request, outcome).await
-            }
-            BuiltBackend::Embedded(_) => {
-                Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
-            }
-        },
-        (Target::Model { .. } | Target::Prefix { .. }, None) => {
+        }
+        // Path-prefix routes are HTTP-only (config validation), so nothing else matches.
+        (Target::Model { .. } | Target::Prefix { .. }, _) => {
             Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
         }
     }
