@@ -114,6 +114,10 @@ pub struct LimitsSection {
     pub max_body_bytes: Option<u64>,
     pub body_read_timeout: Option<String>,
     pub max_json_depth: Option<usize>,
+    /// Most request header fields (Pingora itself refuses more than 256 with a bare 400).
+    pub max_header_count: Option<usize>,
+    /// Most bytes of request header names and values together.
+    pub max_header_bytes: Option<usize>,
 }
 
 /// `[inference]`: the embedded backend's blocking worker pool.

@@ -97,6 +97,8 @@ metadata = "Cargo.toml"
         assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:9090");
         assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
         assert_eq!(c.limits.max_json_depth, 64);
+        assert_eq!(c.limits.max_header_count, 100);
+        assert_eq!(c.limits.max_header_bytes, 32 * 1024);
         assert_eq!(c.routes[0].max_body_bytes, 1024 * 1024);
         assert!(matches!(c.routes[0].backend, Backend::Embedded { .. }));
     }
@@ -138,6 +140,8 @@ total_timeout = "9s"
 listen = "nowhere"
 [limits]
 max_body_bytes = 0
+max_header_count = 300
+max_header_bytes = 0
 [[routes]]
 name = "a"
 model = "has space"
@@ -154,6 +158,8 @@ onnx = "missing.onnx"
         let expect = [
             "server.listen:",
             "limits.max_body_bytes: must be > 0",
+            "limits.max_header_count: must be at most 256",
+            "limits.max_header_bytes: must be > 0",
             "routes[0].model:",
             "routes[0].http.upstreams[0]: invalid URL \"ftp://x\"",
             "routes[0].http.connect_timeout:",

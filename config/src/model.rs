@@ -99,6 +99,10 @@ pub struct Limits {
     /// The whole request body must arrive within this time.
     pub body_read_timeout: Duration,
     pub max_json_depth: usize,
+    /// Most request header fields; more get 431.
+    pub max_header_count: usize,
+    /// Most bytes of header names and values together; more get 431.
+    pub max_header_bytes: usize,
 }
 
 /// The embedded backend's blocking pool.

@@ -20,6 +20,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Hard ceiling for any body cap: 64 MiB (the body is buffered in memory).
 pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
+/// Pingora's own bound on request header fields (beyond it: a bare 400 from Pingora).
+pub const PINGORA_MAX_HEADERS: usize = 256;
+/// Pingora's own bound on the request head's size in bytes.
+pub const PINGORA_MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
 /// Turns a parsed file into a [`Config`]. Relative paths resolve against `base_dir`
 /// (the config file's folder). Returns all errors found, each with its path.
@@ -114,6 +118,18 @@ impl Validator<'_> {
                 "10s",
             ),
             max_json_depth: self.positive("limits.max_json_depth", l.max_json_depth, 64),
+            max_header_count: self.bounded(
+                "limits.max_header_count",
+                l.max_header_count,
+                100,
+                PINGORA_MAX_HEADERS,
+            ),
+            max_header_bytes: self.bounded(
+                "limits.max_header_bytes",
+                l.max_header_bytes,
+                32 * 1024,
+                PINGORA_MAX_HEADER_BYTES,
+            ),
         }
     }
 
@@ -531,6 +547,16 @@ impl Validator<'_> {
             );
             SocketAddr::from(([127, 0, 0, 1], 0))
         })
+    }
+
+    /// Like [`Self::positive`], and at most `max`.
+    fn bounded(&mut self, path: &str, value: Option<usize>, default: usize, max: usize) -> usize {
+        let value = self.positive(path, value, default);
+        if value > max {
+            self.error(path, format!("must be at most {max}"));
+            return default;
+        }
+        value
     }
 
     fn positive(&mut self, path: &str, value: Option<usize>, default: usize) -> usize {

@@ -78,6 +78,38 @@ pub async fn handle(
     }
 }
 
+/// Header count and size within the configured bounds (431 otherwise), before anything else.
+fn check_headers(
+    header: &pingora::http::RequestHeader,
+    limits: &modelgate_config::Limits,
+) -> Result<(), Denial> {
+    let count = header.headers.len();
+    if count > limits.max_header_count {
+        return Err(Denial::new(
+            Code::HeadersTooLarge,
+            format!(
+                "{count} header fields; at most {} are accepted",
+                limits.max_header_count
+            ),
+        ));
+    }
+    let bytes: usize = header
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Denial::new(
+            Code::HeadersTooLarge,
+            format!(
+                "{bytes} bytes of header names and values; at most {} are accepted",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 enum Failure {
     Deny { denial: Denial, close: bool },
     Broken(Box<pingora::Error>),
@@ -114,12 +146,13 @@ async fn run(
         close: !session.is_body_empty(),
         denial,
     };
+    let limits = &snapshot.config.limits;
+    check_headers(session.req_header(), limits).map_err(|d| early(d, session))?;
     // 1. Route.
     let target = snapshot
         .index
         .resolve(&path)
         .map_err(|d| early(d, session))?;
-    let limits = &snapshot.config.limits;
     let route_index = match &target {
         Target::Model { route, .. } | Target::Prefix { route, .. } => Some(*route),
         _ => None,
@@ -129,6 +162,7 @@ async fn run(
         outcome.route = Some(Arc::clone(&r.name));
     }
     check_method(&target, route, &method).map_err(|d| early(d, session))?;
+    check_tf_verb(&target, route, &method, &path).map_err(|d| early(d, session))?;
     // 2. Authenticate (and check scopes).
     let caller = match route {
         Some(r) if !r.config.public => {
@@ -484,6 +518,29 @@ fn check_method(
         Ok(())
     } else {
         Err(method_not_allowed(&allowed.join(", ")))
+    }
+}
+
+/// A TF-Serving route takes POSTs to `…:predict` only: other verbs (`:classify`,
+/// `:regress`) have no contract to check and must not pass unchecked.
+fn check_tf_verb(
+    target: &Target<'_>,
+    route: Option<&BuiltRoute>,
+    method: &Method,
+    path: &str,
+) -> Result<(), Denial> {
+    match (target, route) {
+        (Target::Prefix { .. }, Some(r))
+            if r.validation.is_tf_serving()
+                && *method == Method::POST
+                && !path.ends_with(":predict") =>
+        {
+            Err(Denial::new(
+                Code::RouteNotFound,
+                "this route serves TF-Serving `:predict` requests only",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

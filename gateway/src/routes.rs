@@ -75,7 +75,8 @@ impl RouteIndex {
         }
         for (prefix, route) in &self.prefixes {
             if path.starts_with(prefix.as_str())
-                && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+                && (path.len() == prefix.len()
+                    || matches!(path.as_bytes()[prefix.len()], b'/' | b':'))
             {
                 return Ok(Target::Prefix {
                     route: *route,
@@ -227,6 +228,14 @@ mod tests {
             Target::Prefix {
                 route: 2,
                 prefix_len: 10
+            }
+        );
+        // TF-Serving verbs: `/v1/models/m:predict` is under the prefix `/v1/models/m`.
+        assert_eq!(
+            i.resolve("/echo:predict").unwrap(),
+            Target::Prefix {
+                route: 1,
+                prefix_len: 5
             }
         );
         assert_eq!(i.resolve("/echoes").unwrap_err().code, Code::RouteNotFound);

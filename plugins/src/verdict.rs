@@ -14,6 +14,7 @@ pub enum Code {
     MethodNotAllowed,
     LengthRequired,
     PayloadTooLarge,
+    HeadersTooLarge,
     RequestTimeout,
     UnsupportedMediaType,
     InvalidJson,
@@ -37,12 +38,13 @@ pub enum Code {
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 25] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
         Code::LengthRequired,
         Code::PayloadTooLarge,
+        Code::HeadersTooLarge,
         Code::RequestTimeout,
         Code::UnsupportedMediaType,
         Code::InvalidJson,
@@ -72,6 +74,7 @@ impl Code {
             Code::MethodNotAllowed => "method_not_allowed",
             Code::LengthRequired => "length_required",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::HeadersTooLarge => "headers_too_large",
             Code::RequestTimeout => "request_timeout",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::InvalidJson => "invalid_json",
@@ -101,6 +104,7 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::InvalidJson | Code::BadRequest => StatusCode::BAD_REQUEST,

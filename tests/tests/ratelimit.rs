@@ -269,13 +269,14 @@ fn plans_default_replaces_the_built_in_default() {
 fn cost_is_rows_and_a_batch_above_the_burst_is_refused_without_consuming() {
     let up = Upstream::start(Behaviour::Echo);
     let setup = GatewayProcess::setup(&format!(
-        "{AUTH}{}{}",
+        "{AUTH}{}{}{}",
         digits_route("[routes.limits]\nrate = \"1/m\"\nburst = 10\n"),
         http_route(
             "fixed",
             &up.url(),
             "cost = 4\n[routes.limits]\nrate = \"1/m\"\nburst = 10\n"
         ),
+        tf_route(&up.url(), "[routes.limits]\nrate = \"1/m\"\nburst = 10\n"),
     ));
     let big = issue(&setup, "big", "standard");
     let fives = issue(&setup, "fives", "standard");
@@ -318,6 +319,29 @@ fn cost_is_rows_and_a_batch_above_the_burst_is_refused_without_consuming() {
     assert_eq!(assert_admitted(&get(gw.addr, "/fixed/x", &fives)).1, 2);
     assert_refused(&get(gw.addr, "/fixed/x", &fives), "rate_limited");
     assert_eq!(up.seen().len(), 2);
+
+    // TF-Serving `instances` cost one unit per row too.
+    let instances = |n: usize| {
+        json!({"instances": vec![json!({"features": [1, 2, 3, 4], "ids": [1, 2]}); n]})
+            .to_string()
+            .into_bytes()
+    };
+    let r = post(gw.addr, "/tf:predict", &big, &instances(7));
+    assert_eq!(assert_admitted(&r).1, 3);
+    assert_refused(
+        &post(gw.addr, "/tf:predict", &big, &instances(4)),
+        "rate_limited",
+    );
+    assert_eq!(up.seen().len(), 3);
+}
+
+/// A TF-Serving `:predict` route for the test fixture's two-input contract.
+fn tf_route(upstream: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"tf\"\npath_prefix = \"/tf\"\n{extra}[routes.validate]\nprotocol = \"tf_serving\"\n\
+         metadata = {:?}\n[routes.http]\nupstreams = [{upstream:?}]\n\n",
+        repo_root().join("tests/fixtures/remote_metadata.json")
+    )
 }
 
 #[test]

@@ -895,3 +895,135 @@ fn gzip_bodies_with_caps_and_max_errors_on_a_configured_route() {
     assert_error(&r, 422, "invalid_input", "five problems");
     assert_eq!(pointers(&r), ["/inputs/0/data/1", "/inputs/0/data/2"]);
 }
+
+#[test]
+fn tf_serving_predict_bodies_are_checked_and_forwarded_untouched() {
+    let up = Upstream::start(Behaviour::Echo);
+    let gw = GatewayProcess::start(&format!(
+        "[[routes]]\nname = \"tf\"\npath_prefix = \"/v1/models/remote\"\npublic = true\n\
+         [routes.validate]\nprotocol = \"tf_serving\"\nmetadata = {:?}\n\
+         [routes.http]\nupstreams = [{:?}]\n",
+        fixture("remote_metadata.json"),
+        up.url()
+    ));
+    const PREDICT: &str = "/v1/models/remote:predict";
+    let row = |features: Value, ids: Value| json!({"features": features, "ids": ids});
+    let refused: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "a row with 3 features",
+            json!({"instances": [row(json!([1, 2, 3, 4]), json!([1, 2])), row(json!([1, 2, 3]), json!([1, 2]))]}),
+            vec!["/instances"],
+        ),
+        (
+            "an input missing from a row",
+            json!({"instances": [{"features": [1, 2, 3, 4]}]}),
+            vec!["/instances/0"],
+        ),
+        (
+            "an unknown input",
+            json!({"instances": [{"features": [1, 2, 3, 4], "ids": [1, 2], "extra": 1}]}),
+            vec!["/instances/0/extra"],
+        ),
+        (
+            "INT64 given a fraction",
+            json!({"instances": [row(json!([1, 2, 3, 4]), json!([1, 2.5]))]}),
+            vec!["/instances/0/ids/1"],
+        ),
+        (
+            "batch above max_batch_size",
+            json!({"instances": vec![row(json!([1, 2, 3, 4]), json!([1, 2])); 9]}),
+            vec!["/instances"],
+        ),
+        (
+            "columnar inputs of different batch sizes",
+            json!({"inputs": {"features": [[1, 2, 3, 4], [5, 6, 7, 8]], "ids": [[1, 2]]}}),
+            vec!["/inputs/ids"],
+        ),
+        (
+            "neither instances nor inputs",
+            json!({"signature_name": "serving_default"}),
+            vec![""],
+        ),
+    ];
+    for (what, body, want) in refused {
+        let r = post_json(gw.addr, PREDICT, body.to_string().as_bytes(), "");
+        assert_error(&r, 422, "invalid_input", what);
+        assert_eq!(
+            pointers(&r),
+            want,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = post_json(gw.addr, PREDICT, json!({"instances": [row(json!([1, 2, 3, 4]), json!([1, 2])), row(json!([1, 2, 3]), json!([1, 2]))]}).to_string().as_bytes(), "");
+    let detail = r.json()["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("\"features\": uneven"), "{detail}");
+    // Other verbs have no contract to check: refused before the body is read.
+    let r = post_json(gw.addr, "/v1/models/remote:classify", b"{}", "");
+    assert_error(&r, 404, "route_not_found", ":classify");
+    let r = post_json(gw.addr, "/v1/models/remote%3Apredict", b"{}", "");
+    assert_client_error(&r, "encoded verb");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        up.connection_count(),
+        0,
+        "a refused request reached the backend"
+    );
+
+    // Row and columnar formats pass byte for byte; GETs (model status) pass unchecked.
+    for body in [
+        "{\"signature_name\": \"serving_default\",\n \"instances\": [{\"features\": [1, 2.5, -3, 4e0], \"ids\": [9007199254740993, -1]}]}",
+        "{\"inputs\": {\"features\": [[1, 2, 3, 4], [5, 6, 7, 8]], \"ids\": [[1, 2], [3, 4]]}}",
+    ] {
+        let r = post_json(gw.addr, PREDICT, body.as_bytes(), "");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let seen = up.seen().pop().unwrap();
+        assert_eq!(seen.target, PREDICT);
+        assert_eq!(
+            seen.body,
+            body.as_bytes(),
+            "the body was rewritten on its way"
+        );
+    }
+    assert_eq!(client::get(gw.addr, "/v1/models/remote").status, 200);
+    assert_eq!(up.seen().len(), 3);
+}
+
+#[test]
+fn header_count_and_size_are_capped_with_431() {
+    let up = Upstream::start(Behaviour::Echo);
+    let gw = GatewayProcess::start(&format!(
+        "[limits]\nmax_header_count = 20\nmax_header_bytes = 2048\n\n{}",
+        remote_route(&up.url(), "[routes.validate]\nprotocol = \"none\"\n")
+    ));
+    let get_with = |extra: &str| {
+        client::send(
+            gw.addr,
+            format!("GET /v2/models/remote HTTP/1.1\r\nHost: t\r\n{extra}\r\n").as_bytes(),
+        )
+    };
+    let many = |n: usize| (0..n).map(|i| format!("x-h{i}: v\r\n")).collect::<String>();
+    // Host + 19 = 20 fields pass; 21 do not.
+    assert_eq!(get_with(&many(19)).status, 200);
+    let r = get_with(&many(20));
+    assert_error(&r, 431, "headers_too_large", "21 header fields");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.contains("at most 20"), "{message}");
+    // One long value: within the count, over the byte budget.
+    assert_eq!(
+        get_with(&format!("x-big: {}\r\n", "a".repeat(1900))).status,
+        200
+    );
+    let r = get_with(&format!("x-big: {}\r\n", "a".repeat(2100)));
+    assert_error(&r, 431, "headers_too_large", "2 KiB header");
+    // Beyond Pingora's own bound (256 fields) Pingora answers a bare 400 itself.
+    assert_eq!(get_with(&many(300)).status, 400);
+    assert_eq!(
+        up.seen().len(),
+        2,
+        "only the two requests within the caps went upstream"
+    );
+}

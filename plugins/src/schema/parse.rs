@@ -53,26 +53,27 @@ impl<'l> Ctx<'l> {
         n
     }
 
-    /// Like [`Ctx::problem`] with a message built only when it is kept.
+    /// Records a contract problem; the pointer and message are built only while under the
+    /// cap. The same problem at the same pointer (e.g. a batch size shared by every input of
+    /// a row-format body) is listed and counted once.
     pub fn problem_with(&mut self, at: impl FnOnce() -> String, message: impl FnOnce() -> String) {
-        self.problems += 1;
-        if self.details.len() < self.limits.max_errors {
-            self.details.push(ErrorDetail {
-                path: at(),
-                message: message(),
-            });
+        if self.details.len() >= self.limits.max_errors {
+            self.problems += 1;
+            return;
+        }
+        let detail = ErrorDetail {
+            path: at(),
+            message: message(),
+        };
+        if !self.details.contains(&detail) {
+            self.problems += 1;
+            self.details.push(detail);
         }
     }
 
-    /// Records a contract problem; the pointer and message are built only while under the cap.
+    /// Like [`Ctx::problem_with`] with a ready message.
     pub fn problem(&mut self, at: impl FnOnce() -> String, message: impl Into<String>) {
-        self.problems += 1;
-        if self.details.len() < self.limits.max_errors {
-            self.details.push(ErrorDetail {
-                path: at(),
-                message: message.into(),
-            });
-        }
+        self.problem_with(at, || message.into());
     }
 
     /// How many problems were recorded (including those past the detail cap).
@@ -560,6 +561,8 @@ pub(crate) enum Scalar<'s> {
     F(f64),
     B(bool),
     S(&'s str),
+    /// A TF-Serving `{"b64": ...}` binary string, decoded.
+    Bin(&'s [u8]),
 }
 
 /// A leaf kept until the datatype is known (the `data` key came before `datatype`).
@@ -570,6 +573,7 @@ pub(crate) enum OwnedScalar {
     F(f64),
     B(bool),
     S(Box<str>),
+    Bin(Box<[u8]>),
 }
 
 impl OwnedScalar {
@@ -580,6 +584,7 @@ impl OwnedScalar {
             OwnedScalar::F(v) => Scalar::F(*v),
             OwnedScalar::B(v) => Scalar::B(*v),
             OwnedScalar::S(v) => Scalar::S(v),
+            OwnedScalar::Bin(v) => Scalar::Bin(v),
         }
     }
 }
@@ -614,7 +619,7 @@ fn float(v: Scalar<'_>) -> Result<f64, ValueError> {
         Scalar::F(f) => Ok(f),
         Scalar::U(u) => Ok(u as f64),
         Scalar::I(i) => Ok(i as f64),
-        Scalar::B(_) | Scalar::S(_) => Err(ValueError::NotNumber),
+        Scalar::B(_) | Scalar::S(_) | Scalar::Bin(_) => Err(ValueError::NotNumber),
     }
 }
 
@@ -627,7 +632,7 @@ fn int(v: Scalar<'_>, dt: Datatype) -> Result<i128, ValueError> {
             return Err(ValueError::OutOfRange);
         }
         Scalar::F(_) => return Err(ValueError::NotInteger),
-        Scalar::B(_) | Scalar::S(_) => return Err(ValueError::NotNumber),
+        Scalar::B(_) | Scalar::S(_) | Scalar::Bin(_) => return Err(ValueError::NotNumber),
     };
     match dt.int_range() {
         Some((lo, hi)) if n >= lo && n <= hi => Ok(n),
@@ -669,6 +674,7 @@ pub(crate) fn push(data: &mut TensorData, dt: Datatype, v: Scalar<'_>) -> Result
         },
         TensorData::Bytes(out) => match v {
             Scalar::S(s) => out.push(s.as_bytes().to_vec()),
+            Scalar::Bin(b) => out.push(b.to_vec()),
             _ => return Err(ValueError::NotString),
         },
     }
@@ -825,6 +831,7 @@ impl<'a> Walker<'a> {
                 Scalar::F(x) => OwnedScalar::F(x),
                 Scalar::B(x) => OwnedScalar::B(x),
                 Scalar::S(x) => OwnedScalar::S(x.into()),
+                Scalar::Bin(x) => OwnedScalar::Bin(x.into()),
             }),
             Sink::Discard => {}
         }
@@ -914,13 +921,59 @@ impl<'de> Visitor<'de> for Node<'_, '_, '_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.w.seq(self.ctx, seq)
     }
+    /// Objects are not tensor elements, except TF-Serving's `{"b64": "<base64>"}` binary
+    /// string in a TF-Serving body.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let at = data_pointer(self.w.base, &self.w.path);
-        drain_map(self.ctx, Path::raw(&at), &mut map)?;
-        self.w.bad_leaf(self.ctx, "an object");
-        Ok(())
+        if matches!(self.w.base, Base::V2 { .. }) {
+            drain_map(self.ctx, Path::raw(&at), &mut map)?;
+            self.w.bad_leaf(self.ctx, "an object");
+            return Ok(());
+        }
+        let mut encoded: Option<String> = None;
+        let mut other = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "b64" && encoded.is_none() {
+                match map.next_value::<Value>()? {
+                    Value::String(s) => {
+                        self.ctx.string(s.len(), || at.clone())?;
+                        encoded = Some(s);
+                    }
+                    _ => other = true,
+                }
+            } else {
+                map.next_value_seed(Drain {
+                    ctx: self.ctx,
+                    at: Path::raw(&at),
+                })?;
+                other = true;
+            }
+        }
+        match encoded
+            .filter(|_| !other)
+            .map(|e| base64::Engine::decode(&B64, e))
+        {
+            Some(Ok(bytes)) => self.w.leaf(self.ctx, Scalar::Bin(&bytes)),
+            Some(Err(_)) => {
+                self.w
+                    .bad_leaf(self.ctx, "invalid base64 in {\"b64\": ...}: it");
+                Ok(())
+            }
+            None => {
+                self.w
+                    .bad_leaf(self.ctx, "an object other than {\"b64\": \"<base64>\"}");
+                Ok(())
+            }
+        }
     }
 }
+
+/// TF-Serving's base64: the standard alphabet, padding optional.
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// Generates the visitor methods for JSON types a field does not accept: each drains the
 /// value, then calls `self.mismatch()`, which records the problem and returns the fallback.

@@ -20,8 +20,9 @@ use crate::Denial;
 /// Parses a `:predict` body and checks it against `contract`: every input present (in every
 /// row), no other, data regular (no uneven rows) with the contract's rank and fixed
 /// dimensions, batch size within `max_batch_size`, each value of the input's datatype, the
-/// feature range. The optional `signature_name` must be a string. TF's `{"b64": ...}` binary
-/// strings are not supported (refused as objects). Refusals: see the [module docs](super).
+/// feature range. The optional `signature_name` must be a string. TF's `{"b64": "..."}`
+/// binary strings are BYTES elements (standard base64, decoded and checked; in any other
+/// datatype they are refused). Refusals: see the [module docs](super).
 pub fn validate_predict(
     body: &[u8],
     contract: &ModelContract,
@@ -413,12 +414,15 @@ fn check(ctx: &mut Ctx<'_>, st: State<'_>) -> ValidatedRequest {
         let Some(shape) = w.col.nesting().map(<[usize]>::to_vec) else {
             ctx.problem(
                 || at,
-                "uneven nesting: every row and sub-array must have the same length",
+                format!(
+                    "input {:?}: uneven nesting: every row and sub-array must have the same length",
+                    spec.name
+                ),
             );
             continue;
         };
         if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(w.col.len) {
-            ctx.problem(|| at, "uneven nesting");
+            ctx.problem(|| at, format!("input {:?}: uneven nesting", spec.name));
             continue;
         }
         if !check_shape(ctx, contract, spec, &shape, &mut batch, |_| at.clone()) {
@@ -476,6 +480,52 @@ mod tests {
 
     fn paths(d: &Denial) -> Vec<&str> {
         d.details.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn b64_objects_are_decoded_bytes_elements() {
+        let c = ModelContract::from_metadata_json(&json!({"name": "m", "max_batch_size": 4,
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [-1]},
+                {"name": "n", "datatype": "INT64", "shape": [-1]}]}))
+        .unwrap();
+        let ok = go(
+            &c,
+            json!({"instances": [{"text": {"b64": "aGk="}, "n": 1}, {"text": "plain", "n": 2}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.inputs[0].data,
+            TensorData::Bytes(vec![b"hi".to_vec(), b"plain".to_vec()])
+        );
+        // Unpadded base64 is accepted too; binary content need not be UTF-8.
+        let ok = go(&c, json!({"inputs": {"text": [{"b64": "/w"}], "n": [1]}})).unwrap();
+        assert_eq!(ok.inputs[0].data, TensorData::Bytes(vec![vec![0xff]]));
+        for (body, want) in [
+            (
+                json!({"instances": [{"text": {"b64": "@@"}, "n": 1}]}),
+                "/instances/0/text",
+            ),
+            (
+                json!({"instances": [{"text": {"b64": 3}, "n": 1}]}),
+                "/instances/0/text",
+            ),
+            (
+                json!({"instances": [{"text": {"b64": "aGk=", "x": 1}, "n": 1}]}),
+                "/instances/0/text",
+            ),
+            (
+                json!({"instances": [{"text": "a", "n": {"b64": "AQ=="}}]}),
+                "/instances/0/n",
+            ),
+        ] {
+            let e = go(&c, body.clone()).unwrap_err();
+            assert_eq!(
+                (e.code, paths(&e)),
+                (Code::InvalidInput, vec![want]),
+                "{body}"
+            );
+        }
     }
 
     #[test]
