@@ -6,6 +6,9 @@
 #   (b) modelgate  load generator -> modelgate (path_prefix route, threads = 1) -> upstream
 #   (c) nginx      load generator -> nginx proxy_pass (worker_processes 1, keepalive 64) -> upstream
 #   (d) embedded   modelgate-loadtest -> modelgate /v2/models/digits/infer, batch 1 and 32
+#   (e) stages     one POST v2 body (1 x 64 features) through routes that differ by one stage:
+#                  routing only, API key, JWT (HS256, cached), API key + rate limit,
+#                  v2 validation, all of them; and nginx
 #
 # Pinning: the proxy under test (modelgate or nginx, all its threads) on core PROXY_CPU (0);
 # the load generator and the upstream on core LOAD_CPU (1). 64 keep-alive connections.
@@ -24,7 +27,7 @@
 #   OUT=target/bench-baseline.md   where the markdown report is written
 #   CARGO_TARGET_DIR   respected (default: <repo>/target)
 #
-# Needs: cargo, nginx, wrk, taskset, curl (scripts/install-deps.sh --bench).
+# Needs: cargo, nginx, wrk, taskset, curl, openssl (scripts/install-deps.sh --bench).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,7 +68,7 @@ SAMPLES=$ROOT/models/digits_holdout.json
 # ---------------------------------------------------------------------------- checks
 
 missing=()
-for tool in cargo curl taskset nginx wrk awk; do
+for tool in cargo curl taskset nginx wrk awk openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -216,15 +219,53 @@ grace_period = "1s"
 threads = 1
 queue_depth = 256
 
-# (a)-(d) use public routes: the request path without credential checks. (e) compares,
-# for the same POST v2 body, a public routing-only route with the full pipeline: API key
-# auth, rate limit (never reached) and v2 validation against the digits contract.
+# (a)-(d) use public routes: the request path without credential checks. (e) sends the
+# same POST v2 body through routes that add one stage each: API key auth (an unlimited
+# plan: no limiter), a JWT (HS256; verified once, then served from the verified-token
+# cache), API key + rate limit (never reached), v2 validation against the digits contract,
+# and the full pipeline (API key + rate limit + validation).
 [auth]
 key_store = "$WORK/keys.json"
+
+[[auth.jwt]]
+issuer = "bench"
+audiences = ["modelgate"]
+algorithms = ["HS256"]
+hmac_secret_file = "$WORK/jwt.secret"
 
 [plans.bench]
 rate = "100000000/s"
 burst = 100000000
+
+[plans.internal]
+unlimited = true
+
+[[routes]]
+name = "auth"
+path_prefix = "/auth"
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "jwt"
+path_prefix = "/jwt"
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "authlim"
+path_prefix = "/authlim"
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "valid"
+model = "valid"
+public = true
+[routes.validate]
+metadata = "$ROOT/models/digits.json"
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
 
 [[routes]]
 name = "fast"
@@ -256,8 +297,19 @@ public = true
 onnx = "$ROOT/models/digits.onnx"
 metadata = "$ROOT/models/digits.json"
 EOF
-API_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
-    die "cannot issue the benchmark API key"
+issue_key() { # consumer plan models
+    "$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer "$1" --plan "$2" --models "$3" 2>/dev/null ||
+        die "cannot issue the benchmark API key for $1"
+}
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+openssl rand -hex 32 | tr -d '\n' >"$WORK/jwt.secret"
+API_KEY=$(issue_key bench bench full,authlim)
+KEY_UNLIMITED=$(issue_key internal internal auth)
+jwt_head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+jwt_body=$(printf '{"iss":"bench","aud":"modelgate","sub":"jwt-bench","plan":"internal","scope":"jwt","exp":%d}' \
+    $(($(date +%s) + 86400)) | b64url)
+jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -hmac "$(cat "$WORK/jwt.secret")" -binary | b64url)
+JWT="$jwt_head.$jwt_body.$jwt_sig"
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
     >"$WORK/modelgate.log" 2>&1 &
 PIDS+=($!) SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
@@ -281,6 +333,10 @@ URL_INFER=http://$HOST:$MODELGATE_PORT/v2/models/digits/infer
 URL_OPEN=http://$HOST:$MODELGATE_PORT/open/v2/models/full/infer
 URL_FULL=http://$HOST:$MODELGATE_PORT/v2/models/full/infer
 URL_NGINX_POST=http://$HOST:$NGINX_PORT/open/v2/models/full/infer
+URL_AUTH=http://$HOST:$MODELGATE_PORT/auth/v2/models/full/infer
+URL_JWT=http://$HOST:$MODELGATE_PORT/jwt/v2/models/full/infer
+URL_AUTHLIM=http://$HOST:$MODELGATE_PORT/authlim/v2/models/full/infer
+URL_VALID=http://$HOST:$MODELGATE_PORT/v2/models/valid/infer
 
 wait_http "$URL_DIRECT" 200 "upstream"
 wait_http "$URL_MODELGATE" 200 "modelgate -> upstream"
@@ -290,6 +346,13 @@ infer_status=$(curl -s -o "$WORK/infer.json" -w '%{http_code}' --max-time 5 \
     --data '{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]}]}' \
     "$URL_INFER" || true)
 [[ $infer_status == 200 ]] || die "infer smoke request answered ${infer_status:-nothing}: $(head -c 300 "$WORK/infer.json" 2>/dev/null)"
+for check in "$URL_AUTH|x-api-key: $KEY_UNLIMITED" "$URL_JWT|authorization: Bearer $JWT" \
+    "$URL_AUTHLIM|x-api-key: $API_KEY" "$URL_FULL|x-api-key: $API_KEY"; do
+    status=$(curl -s -o "$WORK/check.json" -w '%{http_code}' --max-time 5 -H "${check#*|}" \
+        -H 'content-type: application/json' --data '{"inputs":[]}' "${check%%|*}" || true)
+    # 200 from the upstream, or 422 from validation: either way the credential passed.
+    [[ $status == 200 || $status == 422 ]] || die "credential check at ${check%%|*} answered ${status:-nothing}: $(head -c 300 "$WORK/check.json")"
+done
 
 json_num() { # json key -> first numeric value of "key":
     sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$1" | head -1
@@ -373,7 +436,7 @@ run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
         "$round" "$label" "$target" "$rps" "$p50" "$p99" >&2
 }
 
-per_round=$((3 * 2 + 2 + 3))
+per_round=$((3 * 2 + 2 + 7))
 est=$(((ROUNDS * per_round * (DURATION + 1) + 6 * WARMUP) / 60 + 1))
 echo "bench-baseline: $ROUNDS rounds x $per_round measurements x ${DURATION}s (about $est min)" >&2
 
@@ -397,6 +460,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run_lt loadtest-b1 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
     run_lt loadtest-b32 embedded "$URL_INFER" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 32
     run_lt post open "$URL_OPEN" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
+    run_lt post auth "$URL_AUTH" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "x-api-key: $KEY_UNLIMITED"
+    run_lt post jwt "$URL_JWT" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "authorization: Bearer $JWT"
+    run_lt post authlim "$URL_AUTHLIM" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "x-api-key: $API_KEY"
+    run_lt post valid "$URL_VALID" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
     run_lt post full "$URL_FULL" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "x-api-key: $API_KEY"
     run_lt post nginx "$URL_NGINX_POST" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
 done
@@ -466,15 +533,19 @@ table=$(
             "$(total "loadtest-b$b" embedded 7)" "$(rounds_list "loadtest-b$b" embedded)"
     done
     echo
-    echo "### (e) Full pipeline vs routing only: POST v2 infer (1 × 64 features) to the fast upstream"
+    echo "### (e) Stage by stage: POST v2 infer (1 × 64 features) to the fast upstream"
     echo
     echo "| path | req/s (median) | p50 | p99 | vs routing only | vs nginx | errors | req/s per round |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
     o=$(median post open 4)
     n=$(median post nginx 4)
-    for target in open full nginx; do
+    for target in open auth jwt authlim valid full nginx; do
         case $target in
             open) label="modelgate, public route, no checks (routing only)" ;;
+            auth) label="modelgate, API key (unlimited plan: no limiter)" ;;
+            jwt) label="modelgate, JWT HS256, verified-token cache (unlimited plan)" ;;
+            authlim) label="modelgate, API key + rate limit" ;;
+            valid) label="modelgate, public route + v2 validation" ;;
             full) label="modelgate, API key + rate limit + v2 validation" ;;
             nginx) label="nginx proxy_pass" ;;
         esac

@@ -30,6 +30,8 @@ pub struct LimitsSpecSection {
     pub burst: Option<u32>,
     pub concurrency: Option<u32>,
     pub quota: Option<String>,
+    /// No limits at all (plans and route overrides only; not `plans.default`).
+    pub unlimited: Option<bool>,
 }
 
 /// `[routes.validate]`: what a request body must look like.

@@ -11,12 +11,29 @@ use modelgate_plugins::ratelimit::{LimitSpec, parse_quota, parse_rate};
 /// replaces it): 10 requests/s, burst 20, 8 in flight, no quota.
 pub const BUILT_IN_DEFAULT: (&str, u32, u32) = ("10/s", 20, 8);
 
+/// A plan's or a route's limits: a spec, or none at all (`unlimited = true`, for trusted
+/// internal consumers: no limiter state, no `RateLimit-*` headers).
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Limited(LimitSpec),
+    Unlimited,
+}
+
+impl Budget {
+    fn spec(&self) -> Option<&LimitSpec> {
+        match self {
+            Budget::Limited(spec) => Some(spec),
+            Budget::Unlimited => None,
+        }
+    }
+}
+
 /// Limits per plan and per route, ready for the limiter.
 pub struct PlanLimits {
-    plans: HashMap<String, LimitSpec>,
+    plans: HashMap<String, Budget>,
     default: LimitSpec,
     /// Per route index: an override replacing the plan's limits, and a model-wide limit.
-    routes: Vec<(Option<LimitSpec>, Option<LimitSpec>)>,
+    routes: Vec<(Option<Budget>, Option<LimitSpec>)>,
 }
 
 impl PlanLimits {
@@ -34,7 +51,19 @@ impl PlanLimits {
             .ok()
             .and_then(|r| LimitSpec::new(r, burst).ok())
             .map(|s| s.with_concurrency(concurrency));
-        let default = plans.get("default").copied().or(built_in);
+        let default = match plans.get("default") {
+            Some(Budget::Limited(spec)) => Some(*spec),
+            Some(Budget::Unlimited) => {
+                errors.push(ConfigError {
+                    path: "plans.default.unlimited".into(),
+                    message: "the default plan must have limits: every caller without a \
+                              configured plan gets it"
+                        .into(),
+                });
+                None
+            }
+            None => built_in,
+        };
         let routes = config
             .routes
             .iter()
@@ -45,9 +74,20 @@ impl PlanLimits {
                     r.limits
                         .as_ref()
                         .and_then(|s| parse_section(&format!("{at}.limits"), s, &mut errors)),
-                    r.model_limit
-                        .as_ref()
-                        .and_then(|s| parse_section(&format!("{at}.model_limit"), s, &mut errors)),
+                    r.model_limit.as_ref().and_then(|s| {
+                        let at = format!("{at}.model_limit");
+                        match parse_section(&at, s, &mut errors)? {
+                            Budget::Limited(spec) => Some(spec),
+                            Budget::Unlimited => {
+                                errors.push(ConfigError {
+                                    path: format!("{at}.unlimited"),
+                                    message: "a model limit cannot be unlimited; leave it out"
+                                        .into(),
+                                });
+                                None
+                            }
+                        }
+                    }),
                 )
             })
             .collect();
@@ -61,26 +101,42 @@ impl PlanLimits {
         }
     }
 
-    /// The limits for a caller on plan `plan` calling route `route` (index), and the route's
-    /// model-wide limit.
-    pub fn for_request(&self, plan: &str, route: usize) -> (&LimitSpec, Option<&LimitSpec>) {
+    /// The limits for a caller on plan `plan` calling route `route` (index) — `None` when
+    /// unlimited — and the route's model-wide limit.
+    pub fn for_request(
+        &self,
+        plan: &str,
+        route: usize,
+    ) -> (Option<&LimitSpec>, Option<&LimitSpec>) {
         let (override_, model) = self
             .routes
             .get(route)
             .map_or((None, None), |(o, m)| (o.as_ref(), m.as_ref()));
-        let spec = override_
-            .or_else(|| self.plans.get(plan))
-            .unwrap_or(&self.default);
+        let spec = match override_.or_else(|| self.plans.get(plan)) {
+            Some(budget) => budget.spec(),
+            None => Some(&self.default),
+        };
         (spec, model)
+    }
+
+    /// The default plan's limits (the base of the extraction throttle for unlimited plans).
+    pub fn default_spec(&self) -> &LimitSpec {
+        &self.default
     }
 }
 
-fn parse_section(
-    at: &str,
-    s: &LimitsSpecSection,
-    errors: &mut Vec<ConfigError>,
-) -> Option<LimitSpec> {
+fn parse_section(at: &str, s: &LimitsSpecSection, errors: &mut Vec<ConfigError>) -> Option<Budget> {
     let mut fail = |path: String, message: String| errors.push(ConfigError { path, message });
+    if s.unlimited == Some(true) {
+        if s.rate.is_some() || s.burst.is_some() || s.concurrency.is_some() || s.quota.is_some() {
+            fail(
+                format!("{at}.unlimited"),
+                "cannot be combined with rate, burst, concurrency or quota".into(),
+            );
+            return None;
+        }
+        return Some(Budget::Unlimited);
+    }
     let Some(rate_text) = &s.rate else {
         fail(format!("{at}.rate"), "is required (e.g. \"100/s\")".into());
         return None;
@@ -106,5 +162,49 @@ fn parse_section(
                 .ok()?,
         );
     }
-    Some(spec)
+    Some(Budget::Limited(spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(plans_and_limits: &str) -> Result<PlanLimits, Vec<ConfigError>> {
+        let text = format!(
+            "[auth]\nkey_store = \"k.json\"\n{plans_and_limits}\n[[routes]]\nname = \"r\"\npath_prefix = \"/r\"\n\
+             [routes.http]\nupstreams = [\"http://127.0.0.1:1\"]\n"
+        );
+        let config = modelgate_config::parse(&text, std::path::Path::new("."))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        PlanLimits::build(&config)
+    }
+
+    fn error_paths(e: Vec<ConfigError>) -> Vec<String> {
+        e.into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn unlimited_plans_have_no_spec_and_unknown_plans_get_the_default() {
+        let limits = build("[plans.internal]\nunlimited = true\n[plans.std]\nrate = \"5/s\"\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(limits.for_request("internal", 0).0.is_none());
+        assert_eq!(
+            limits.for_request("std", 0).0.map(|s| s.burst.get()),
+            Some(5)
+        );
+        let default = limits.for_request("nope", 0).0.map(|s| s.burst.get());
+        assert_eq!(default, Some(BUILT_IN_DEFAULT.1));
+    }
+
+    #[test]
+    fn unlimited_is_refused_where_it_would_be_unsafe_or_ambiguous() {
+        let e = build("[plans.default]\nunlimited = true\n")
+            .err()
+            .map(error_paths);
+        assert_eq!(e, Some(vec!["plans.default.unlimited".to_string()]));
+        let e = build("[plans.x]\nunlimited = true\nrate = \"1/s\"\n")
+            .err()
+            .map(error_paths);
+        assert_eq!(e, Some(vec!["plans.x.unlimited".to_string()]));
+    }
 }

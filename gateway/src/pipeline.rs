@@ -211,21 +211,32 @@ async fn run(
                 .map_or(1, |v| u32::try_from(v.batch.max(1)).unwrap_or(u32::MAX)),
         };
         let (spec, model_spec) = snapshot.limits.for_request(&caller.plan, index);
-        plan_spec = Some(spec);
+        // An unlimited plan is still throttled, from the default plan, once suspected.
+        plan_spec = Some(spec.unwrap_or(snapshot.limits.default_spec()));
         let model = r.config.model.as_deref().zip(model_spec);
         outcome.cost = cost;
-        match shared
-            .limiter
-            .check(&caller.consumer, &r.config.name, spec, model, cost)
-        {
-            Ok(admission) => {
-                response_headers.extend(admission.headers().to_pairs());
-                outcome.ratelimit_remaining = Some(admission.remaining);
+        let checked = match spec {
+            Some(spec) => {
+                Some(
+                    shared
+                        .limiter
+                        .check(&caller.consumer, &r.config.name, spec, model, cost),
+                )
+            }
+            None => shared.limiter.check_unlimited(model, cost),
+        };
+        match checked {
+            None => {}
+            Some(Ok(admission)) => {
+                if spec.is_some() {
+                    response_headers.extend(admission.headers().to_pairs());
+                    outcome.ratelimit_remaining = Some(admission.remaining);
+                }
                 // Held until the response is written (`handle` releases it; a client
                 // abort drops the request context and with it the permits).
                 outcome.admission = Some(admission);
             }
-            Err(refusal) => return Err(rate_denial(&refusal).into()),
+            Some(Err(refusal)) => return Err(rate_denial(&refusal).into()),
         }
     }
 

@@ -414,6 +414,37 @@ fn model_limit_is_shared_by_every_consumer() {
 }
 
 #[test]
+fn an_unlimited_plan_skips_the_consumer_limits_but_not_the_model_limit() {
+    let up = Upstream::start(Behaviour::Echo);
+    let setup = GatewayProcess::setup(&format!(
+        "{AUTH}[plans.internal]\nunlimited = true\n[plans.default]\nrate = \"1/m\"\nburst = 2\n\n{}\
+         [[routes]]\nname = \"shared\"\nmodel = \"shared\"\nvalidate = {{ protocol = \"none\" }}\n\
+         [routes.model_limit]\nrate = \"1/m\"\nburst = 3\n[routes.http]\nupstreams = [{:?}]\n",
+        http_route("echo", &up.url(), ""),
+        up.url()
+    ));
+    let svc = issue(&setup, "svc", "internal");
+    let other = issue(&setup, "other", "default");
+    let gw = setup.start();
+    // Far beyond the default plan's burst of 2, and no RateLimit-* headers.
+    for _ in 0..20 {
+        let r = get(gw.addr, "/echo/x", &svc);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("ratelimit-limit"), None);
+    }
+    assert_admitted(&get(gw.addr, "/echo/x", &other));
+    assert_admitted(&get(gw.addr, "/echo/x", &other));
+    assert_refused(&get(gw.addr, "/echo/x", &other), "rate_limited");
+    // The model's budget (3) binds the unlimited consumer too.
+    let path = "/v2/models/shared/infer";
+    for _ in 0..3 {
+        assert_eq!(post(gw.addr, path, &svc, b"{}").status, 200);
+    }
+    assert_refused(&post(gw.addr, path, &svc, b"{}"), "rate_limited");
+    assert_eq!(up.seen().len(), 20 + 2 + 3);
+}
+
+#[test]
 fn too_many_concurrent_requests_get_429() {
     let slow = Upstream::start(Behaviour::Stall(Duration::from_secs(1)));
     let setup = GatewayProcess::setup(&format!(

@@ -267,13 +267,37 @@ impl<S: LimitStore, C: WallClock> Limiter<S, C> {
         model: Option<(&str, &LimitSpec)>,
         cost: u32,
     ) -> Result<Admission, Refusal> {
+        self.check_optional(consumer, route, Some(spec), model, cost)
+    }
+
+    /// Like [`Limiter::check`] for a consumer without limits of its own (an unlimited plan):
+    /// only `model`'s limit applies, and no per-consumer state is created. Returns `None`
+    /// when there is nothing to check.
+    pub fn check_unlimited(
+        &self,
+        model: Option<(&str, &LimitSpec)>,
+        cost: u32,
+    ) -> Option<Result<Admission, Refusal>> {
+        model.map(|model| self.check_optional("", "", None, Some(model), cost))
+    }
+
+    fn check_optional(
+        &self,
+        consumer: &str,
+        route: &str,
+        spec: Option<&LimitSpec>,
+        model: Option<(&str, &LimitSpec)>,
+        cost: u32,
+    ) -> Result<Admission, Refusal> {
         let now = self.clock.unix_nanos();
         let units = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         let own = LimitKey::route(consumer, route);
         let model = model.map(|(name, spec)| (LimitKey::model(name), spec));
 
         // 1. A cost that can never fit: refused before anything is touched.
-        if spec.never_fits(units.get()) {
+        if let Some(spec) = spec
+            && spec.never_fits(units.get())
+        {
             return Err(self.unfit(&own, spec, LimitedBy::Consumer, now));
         }
         if let Some((key, mspec)) = &model
@@ -283,7 +307,7 @@ impl<S: LimitStore, C: WallClock> Limiter<S, C> {
         }
 
         // 2. In-flight caps; a permit taken here is released if a later step refuses.
-        let permit = match spec.concurrency {
+        let permit = match spec.and_then(|s| s.concurrency) {
             None => None,
             Some(cap) => Some(
                 self.inflight
@@ -305,11 +329,15 @@ impl<S: LimitStore, C: WallClock> Limiter<S, C> {
 
         // 3. and 4.: every unit taken is recorded, and refunded unless the request passes.
         let mut taken = Rollback::new(&*self.store, units, now);
-        let own_rate = taken.gcra(&own, spec, LimitedBy::Consumer)?;
-        if let Some((key, mspec)) = &model {
-            taken.gcra(key, mspec, LimitedBy::Model)?;
-        }
-        let own_quota = match &spec.quota {
+        let own_rate = match spec {
+            Some(spec) => Some(taken.gcra(&own, spec, LimitedBy::Consumer)?),
+            None => None,
+        };
+        let model_rate = match &model {
+            Some((key, mspec)) => Some(taken.gcra(key, mspec, LimitedBy::Model)?),
+            None => None,
+        };
+        let own_quota = match spec.and_then(|s| s.quota.as_ref()) {
             None => None,
             Some(quota) => {
                 let key = match quota.scope {
@@ -326,12 +354,23 @@ impl<S: LimitStore, C: WallClock> Limiter<S, C> {
         }
         taken.commit();
 
-        // Report the most constraining of the consumer's own limits.
-        let mut binding = RateLimitHeaders {
-            limit: u64::from(spec.burst.get()),
-            remaining: u64::from(own_rate.remaining),
-            reset: own_rate.full_in,
-        };
+        // Report the most constraining of the consumer's own limits (the model's when the
+        // consumer has none).
+        let reported = spec
+            .zip(own_rate)
+            .or_else(|| model.as_ref().map(|(_, m)| *m).zip(model_rate));
+        let mut binding = reported.map_or(
+            RateLimitHeaders {
+                limit: 0,
+                remaining: 0,
+                reset: Duration::ZERO,
+            },
+            |(spec, rate)| RateLimitHeaders {
+                limit: u64::from(spec.burst.get()),
+                remaining: u64::from(rate.remaining),
+                reset: rate.full_in,
+            },
+        );
         if let Some((count, q)) = own_quota
             && q.remaining < binding.remaining
         {

@@ -492,3 +492,34 @@ fn threads_racing_on_one_cell_get_exactly_the_burst() {
     assert_eq!(admitted.into_inner(), 700);
     assert_eq!(own_remaining(&l, "alice", &s), 300);
 }
+
+#[test]
+fn unlimited_consumers_only_meet_the_model_limit_and_leave_no_state() {
+    let (l, _clock) = limiter();
+    assert!(l.check_unlimited(None, 5).is_none(), "nothing to check");
+    let model = spec("1/m", 3);
+    let a = l
+        .check_unlimited(Some(("m", &model)), 2)
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("refused"));
+    assert_eq!((a.limit, a.remaining), (3, 1));
+    assert!(a.permit.is_none());
+    let r = l
+        .check_unlimited(Some(("m", &model)), 2)
+        .and_then(Result::err)
+        .unwrap_or_else(|| panic!("admitted"));
+    assert_eq!(
+        (r.reason, r.by),
+        (RefusalReason::RateLimited, LimitedBy::Model)
+    );
+    let r = l
+        .check_unlimited(Some(("m", &model)), 4)
+        .and_then(Result::err)
+        .unwrap_or_else(|| panic!("admitted"));
+    assert_eq!(r.reason, RefusalReason::CostExceedsBurst);
+    assert_eq!(
+        l.store().stats().cells,
+        1,
+        "only the model's cell is stored"
+    );
+}
