@@ -108,6 +108,12 @@ pub struct RequestRecord {
     pub code: &'static str,
     pub total: Duration,
     pub upstream: Option<Duration>,
+    /// The limiter's decision and what bound it, when it was asked.
+    pub ratelimit: Option<(&'static str, &'static str)>,
+    /// The extraction detector's action, when it reached at least `observe`.
+    pub extraction: Option<&'static str>,
+    /// The refusal's pipeline stage, for denied requests.
+    pub denied_at: Option<&'static str>,
 }
 
 /// All gateway metrics.
@@ -117,6 +123,9 @@ pub struct Metrics {
     latency: Histograms<Arc<str>>,
     upstream_latency: Histograms<Arc<str>>,
     auth_failures: Counters<String>,
+    denials: Counters<(&'static str, &'static str)>,
+    ratelimit: Counters<(Arc<str>, &'static str, &'static str)>,
+    extraction: Counters<(Arc<str>, &'static str)>,
     reloads: Counters<&'static str>,
     generation: AtomicU64,
 }
@@ -129,6 +138,15 @@ impl Metrics {
         self.latency.observe(&r.route, r.total);
         if let Some(up) = r.upstream {
             self.upstream_latency.observe(&r.route, up);
+        }
+        if let Some(stage) = r.denied_at {
+            self.denials.add(&(stage, r.code), 1);
+        }
+        if let Some((decision, by)) = r.ratelimit {
+            self.ratelimit.add(&(Arc::clone(&r.route), decision, by), 1);
+        }
+        if let Some(action) = r.extraction {
+            self.extraction.add(&(Arc::clone(&r.route), action), 1);
         }
     }
 
@@ -173,6 +191,35 @@ impl Metrics {
             "Upstream exchange time, by route.",
             &self.upstream_latency,
         );
+        out.push_str("# HELP modelgate_denials_total Refused requests by pipeline stage and code.\n# TYPE modelgate_denials_total counter\n");
+        let mut denials = self.denials.snapshot();
+        denials.sort();
+        for ((stage, code), n) in denials {
+            let _ = writeln!(
+                out,
+                "modelgate_denials_total{{stage=\"{stage}\",code=\"{code}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP modelgate_ratelimit_decisions_total Limiter decisions by route, decision (admitted or the refusal code) and the limit that bound (consumer or model).\n# TYPE modelgate_ratelimit_decisions_total counter\n");
+        let mut decisions = self.ratelimit.snapshot();
+        decisions.sort();
+        for ((route, decision, by), n) in decisions {
+            let _ = writeln!(
+                out,
+                "modelgate_ratelimit_decisions_total{{route=\"{}\",decision=\"{decision}\",limited_by=\"{by}\"}} {n}",
+                escape(&route)
+            );
+        }
+        out.push_str("# HELP modelgate_extraction_actions_total Requests on which the extraction detector acted, by route and action.\n# TYPE modelgate_extraction_actions_total counter\n");
+        let mut actions = self.extraction.snapshot();
+        actions.sort();
+        for ((route, action), n) in actions {
+            let _ = writeln!(
+                out,
+                "modelgate_extraction_actions_total{{route=\"{}\",action=\"{action}\"}} {n}",
+                escape(&route)
+            );
+        }
         out.push_str("# HELP modelgate_auth_failures_total Authentication failures by reason.\n# TYPE modelgate_auth_failures_total counter\n");
         let mut failures = self.auth_failures.snapshot();
         failures.sort();
@@ -251,6 +298,9 @@ mod tests {
             code,
             total: Duration::from_millis(ms),
             upstream: None,
+            ratelimit: (status == 200).then_some(("admitted", "")),
+            extraction: (ms == 3).then_some("harden"),
+            denied_at: (status == 401).then_some("auth"),
         };
         m.request(&record(200, "", 1));
         m.request(&record(200, "", 3));
@@ -273,5 +323,14 @@ mod tests {
         );
         assert!(text.contains("modelgate_auth_failures_total{reason=\"wrong_secret\"} 1"));
         assert!(text.contains("modelgate_reloads_total{result=\"failed\"} 1"));
+        assert!(
+            text.contains("modelgate_denials_total{stage=\"auth\",code=\"missing_credentials\"} 1")
+        );
+        assert!(text.contains("modelgate_ratelimit_decisions_total{route=\"digits\",decision=\"admitted\",limited_by=\"\"} 2"));
+        assert!(
+            text.contains(
+                "modelgate_extraction_actions_total{route=\"digits\",action=\"harden\"} 1"
+            )
+        );
     }
 }

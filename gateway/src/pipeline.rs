@@ -48,6 +48,9 @@ pub struct Outcome {
     pub admission: Option<Admission>,
     /// Rate-limit budget left after this request, for the access log.
     pub ratelimit_remaining: Option<u64>,
+    /// The limiter's decision (`admitted` or the refusal code) and what bound it
+    /// (`consumer` or `model`), when the limiter was asked.
+    pub ratelimit: Option<(&'static str, &'static str)>,
     /// The extraction detector's action, when it reached at least `observe`.
     pub extraction: Option<&'static str>,
     pub status: u16,
@@ -228,6 +231,7 @@ async fn run(
         match checked {
             None => {}
             Some(Ok(admission)) => {
+                outcome.ratelimit = Some(("admitted", ""));
                 if spec.is_some() {
                     response_headers.extend(admission.headers().to_pairs());
                     outcome.ratelimit_remaining = Some(admission.remaining);
@@ -236,7 +240,11 @@ async fn run(
                 // abort drops the request context and with it the permits).
                 outcome.admission = Some(admission);
             }
-            Some(Err(refusal)) => return Err(rate_denial(&refusal).into()),
+            Some(Err(refusal)) => {
+                let denial = rate_denial(&refusal);
+                outcome.ratelimit = Some((denial.code.as_str(), refusal.by.as_str()));
+                return Err(denial.into());
+            }
         }
     }
 
@@ -299,6 +307,7 @@ async fn run(
                     if let Some((guard, caller)) = guard {
                         let who = identity(guard, caller);
                         if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
+                            outcome.extraction = Some(Action::Block.as_str());
                             return Err(denial.into());
                         }
                         if let Some(plan) = plan_spec

@@ -78,6 +78,9 @@ impl ProxyHttp for Gateway {
             code: o.code.map_or("", |c| c.as_str()),
             total,
             upstream: o.upstream,
+            ratelimit: o.ratelimit,
+            extraction: o.extraction,
+            denied_at: o.code.map(|c| c.stage()),
         });
         if log::log_enabled!(target: "access", log::Level::Info) {
             log::info!(
@@ -91,6 +94,7 @@ impl ProxyHttp for Gateway {
                     "consumer": o.consumer,
                     "cost": o.cost,
                     "extraction": o.extraction,
+                    "ratelimit": o.ratelimit.map(|(decision, _)| decision),
                     "ratelimit_remaining": o.ratelimit_remaining,
                     "status": status,
                     "code": o.code.map(|c| c.as_str()),

@@ -126,6 +126,36 @@ impl Code {
     }
 }
 
+impl Code {
+    /// The pipeline stage that refuses with this code, for the denials metric.
+    pub fn stage(self) -> &'static str {
+        match self {
+            Code::RouteNotFound | Code::ModelNotFound => "route",
+            Code::MethodNotAllowed => "method",
+            Code::HeadersTooLarge => "headers",
+            Code::MissingCredentials
+            | Code::InvalidCredentials
+            | Code::ModelNotAllowed
+            | Code::Forbidden
+            | Code::TooManyAuthFailures => "auth",
+            Code::LengthRequired | Code::PayloadTooLarge | Code::RequestTimeout => "body",
+            Code::UnsupportedMediaType
+            | Code::InvalidJson
+            | Code::InvalidInput
+            | Code::BadRequest => "validate",
+            Code::RateLimited
+            | Code::QuotaExhausted
+            | Code::TooManyConcurrent
+            | Code::CostExceedsBurst => "rate_limit",
+            Code::ExtractionSuspected => "extraction",
+            Code::Overloaded
+            | Code::UpstreamUnavailable
+            | Code::UpstreamTimeout
+            | Code::Internal => "backend",
+        }
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

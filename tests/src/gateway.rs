@@ -180,6 +180,31 @@ impl GatewayProcess {
     }
 
     /// Everything the process wrote to stdout and stderr so far.
+    /// `/metrics` once every `expected` line is in it (requests are counted when they are
+    /// logged, just after the response is written); panics naming the first missing line
+    /// after 5 s.
+    pub fn metrics_with(&self, expected: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let metrics = client::get(self.admin, "/metrics");
+            assert_eq!(metrics.status, 200);
+            assert!(
+                metrics
+                    .header("content-type")
+                    .is_some_and(|t| t.starts_with("text/plain"))
+            );
+            let text = String::from_utf8_lossy(&metrics.body).into_owned();
+            if expected.iter().all(|l| text.contains(l)) || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for line in expected {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        text
+    }
+
     pub fn logs(&self) -> String {
         let read = |name: &str| {
             std::fs::read_to_string(self.setup.dir.path().join(name)).unwrap_or_default()

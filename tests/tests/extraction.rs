@@ -149,6 +149,13 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
     // The benign consumer is untouched.
     assert_eq!(infer(&mut conn, &benign, &rows[41]).status, 200);
 
+    // Metrics count the detector's actions per route; the block is also a denial.
+    gw.metrics_with(&[
+        "modelgate_extraction_actions_total{route=\"digits\",action=\"harden\"}",
+        "modelgate_extraction_actions_total{route=\"digits\",action=\"block\"}",
+        "modelgate_denials_total{stage=\"extraction\",code=\"extraction_suspected\"}",
+    ]);
+
     // The admin API lists the attacker (and only it), and an operator clears it.
     let suspects = get(gw.admin, "/admin/suspects").json();
     let listed = suspects["routes"]["digits"].as_array().unwrap();

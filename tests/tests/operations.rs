@@ -4,6 +4,7 @@
 
 use modelgate_e2e::client::{get, post_json};
 use modelgate_e2e::gateway::{GatewayProcess, digits_route};
+use modelgate_e2e::upstream::{Behaviour, Upstream};
 
 #[test]
 fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
@@ -22,26 +23,7 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
         "modelgate_request_duration_seconds_count{route=\"digits\"} 3",
         "modelgate_config_generation 1",
     ];
-    // Requests are counted when they are logged, just after the response is written.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let text = loop {
-        let metrics = get(gw.admin, "/metrics");
-        assert_eq!(metrics.status, 200);
-        assert!(
-            metrics
-                .header("content-type")
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        let text = String::from_utf8(metrics.body).unwrap();
-        if expected.iter().all(|l| text.contains(l)) || std::time::Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    for line in expected {
-        assert!(text.contains(line), "missing {line:?} in\n{text}");
-    }
+    gw.metrics_with(&expected);
     // Access records are whole JSON objects, one per line.
     std::thread::sleep(std::time::Duration::from_millis(100));
     let logs = gw.logs();
@@ -61,4 +43,33 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
     let config = get(gw.admin, "/admin/config");
     assert_eq!(config.status, 200);
     assert_eq!(config.json()["generation"], 1);
+}
+
+#[test]
+fn limiter_decisions_and_denials_by_stage_are_counted() {
+    let up = Upstream::start(Behaviour::Echo);
+    let setup = GatewayProcess::setup(&format!(
+        "[auth]\nkey_store = \"keys.json\"\n[plans.default]\nrate = \"1/m\"\nburst = 2\n\n\
+         [[routes]]\nname = \"echo\"\npath_prefix = \"/echo\"\n[routes.http]\nupstreams = [{:?}]\n",
+        up.url()
+    ));
+    let key = setup.issue_key("acme", "default", "*");
+    let gw = setup.start();
+    let with_key = format!("x-api-key: {key}\r\n");
+    for status in [200, 200, 429] {
+        let r = post_json(gw.addr, "/echo/x", b"{}", &with_key);
+        assert_eq!(r.status, status);
+    }
+    assert_eq!(post_json(gw.addr, "/echo/x", b"{}", "").status, 401);
+    gw.metrics_with(&[
+            "modelgate_ratelimit_decisions_total{route=\"echo\",decision=\"admitted\",limited_by=\"\"} 2",
+            "modelgate_ratelimit_decisions_total{route=\"echo\",decision=\"rate_limited\",limited_by=\"consumer\"} 1",
+            "modelgate_denials_total{stage=\"rate_limit\",code=\"rate_limited\"} 1",
+            "modelgate_denials_total{stage=\"auth\",code=\"missing_credentials\"} 1",
+    ]);
+    // The access log carries the decision too; no consumer id reaches a metric label.
+    let logs = gw.logs();
+    assert!(logs.contains("\"ratelimit\":\"rate_limited\""), "{logs}");
+    let metrics = String::from_utf8(get(gw.admin, "/metrics").body).unwrap();
+    assert!(!metrics.contains("acme"));
 }

@@ -106,6 +106,16 @@ pub enum LimitedBy {
     Model,
 }
 
+impl LimitedBy {
+    /// `consumer` or `model`, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitedBy::Consumer => "consumer",
+            LimitedBy::Model => "model",
+        }
+    }
+}
+
 /// The values of the IETF draft `RateLimit-Limit`, `RateLimit-Remaining` and
 /// `RateLimit-Reset` headers for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
