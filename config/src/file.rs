@@ -104,6 +104,11 @@ pub struct ServerSection {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<String>,
+    /// Reload when the config file or a file it names changes (default true).
+    pub watch: Option<bool>,
+    /// How often watched files are checked (default 1s); a change is applied once two
+    /// checks in a row agree.
+    pub watch_interval: Option<String>,
     /// Env var / file holding the bearer token for mutating admin endpoints.
     pub admin_token_env: Option<String>,
     pub admin_token_file: Option<String>,

@@ -104,6 +104,29 @@ metadata = "Cargo.toml"
     }
 
     #[test]
+    fn the_watcher_sees_every_named_file_and_can_be_turned_off() {
+        let c = parse(EMBEDDED, here()).unwrap();
+        assert_eq!(c.server.watch_interval, Some(Duration::from_secs(1)));
+        let files = c.named_files();
+        assert!(files.iter().all(|f| f.is_absolute()), "{files:?}");
+        assert!(files.contains(&here().join("Cargo.toml")), "{files:?}");
+        let shipped = load(&here().join("modelgate.toml")).unwrap();
+        let names: Vec<String> = shipped
+            .named_files()
+            .iter()
+            .filter_map(|f| Some(f.file_name()?.to_str()?.to_string()))
+            .collect();
+        for want in ["keys.json", "digits.onnx", "digits.json", "digits.profile.json"] {
+            assert!(names.iter().any(|n| n == want), "{want} not watched: {names:?}");
+        }
+        let off = parse(&format!("[server]\nwatch = false\n{EMBEDDED}"), here()).unwrap();
+        assert_eq!(off.server.watch_interval, None);
+        let e = parse(&format!("[server]\nwatch_interval = \"0s\"\n{EMBEDDED}"), here())
+            .unwrap_err();
+        assert_eq!(e[0].path, "server.watch_interval");
+    }
+
+    #[test]
     fn http_route_parses_upstreams_and_timeouts() {
         let text = r#"
 [[routes]]

@@ -19,6 +19,38 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
+impl Config {
+    /// Every file the config names (read when a snapshot is built), for the reload
+    /// watcher. The config file itself is not included.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let secret = |s: &Option<SecretSource>| match s {
+            Some(SecretSource::File(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let mut files: Vec<PathBuf> = Vec::new();
+        files.extend(self.auth.key_store.clone());
+        files.extend(secret(&self.auth.pepper));
+        files.extend(secret(&self.server.admin_token));
+        for issuer in &self.auth.jwt {
+            if let JwksSource::File(p) = &issuer.jwks {
+                files.push(p.clone());
+            }
+            files.extend(secret(&issuer.hmac_secret));
+        }
+        for route in &self.routes {
+            if let Backend::Embedded { onnx, metadata } = &route.backend {
+                files.extend([onnx.clone(), metadata.clone()]);
+            }
+            files.extend(route.validate.json_schema.clone());
+            files.extend(route.validate.metadata.clone());
+            files.extend(route.extraction.as_ref().map(|e| e.profile.clone()));
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
 /// Authentication settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
@@ -88,6 +120,8 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// How long in-flight requests may finish after SIGTERM.
     pub grace_period: Duration,
+    /// Poll interval of the file watcher that reloads on changes; `None`: no watcher.
+    pub watch_interval: Option<Duration>,
     /// Token for mutating admin endpoints; without one they are refused.
     pub admin_token: Option<SecretSource>,
 }

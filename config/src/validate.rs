@@ -96,6 +96,14 @@ impl Validator<'_> {
             pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
             upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
             grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),
+            watch_interval: {
+                let interval =
+                    self.duration("server.watch_interval", s.watch_interval.as_deref(), "1s");
+                if interval.is_zero() {
+                    self.error("server.watch_interval", "must be > 0 (use watch = false)");
+                }
+                s.watch.unwrap_or(true).then_some(interval)
+            },
             admin_token: self.secret_source(
                 "server.admin_token",
                 s.admin_token_env.as_deref(),

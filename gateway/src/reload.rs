@@ -1,10 +1,11 @@
 //! Config reload: parse → validate → build a complete new snapshot → swap atomically.
-//! A bad config is refused and the old snapshot keeps serving. Triggered by SIGHUP and
-//! `POST /admin/reload`.
+//! A bad config is refused and the old snapshot keeps serving. Triggered by SIGHUP,
+//! `POST /admin/reload`, and a change to the config file or any file it names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -144,7 +145,66 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.inference != b.inference {
         changed.push("inference".to_string());
     }
+    if a.server.watch_interval != b.server.watch_interval {
+        changed.push("server.watch / server.watch_interval".to_string());
+    }
     changed
+}
+
+/// Reloads when the config file or a file the live config names changes: polled every
+/// `interval`, applied once two polls in a row see the same new state (so an editor's
+/// write-then-rename, or `keys issue` rewriting the key store, reloads once).
+pub struct WatchReload {
+    pub reloader: Arc<Reloader>,
+    pub interval: Duration,
+}
+
+/// Modification time and size of each watched file (`None`: missing or unreadable).
+type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
+fn fingerprint(config: &Path, snapshot: &Snapshot) -> Fingerprint {
+    std::iter::once(config.to_path_buf())
+        .chain(snapshot.config.named_files())
+        .map(|path| {
+            let seen = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (path, seen)
+        })
+        .collect()
+}
+
+#[async_trait]
+impl BackgroundService for WatchReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let reloader = &self.reloader;
+        let mut applied = fingerprint(&reloader.path, &reloader.snapshot.load());
+        let mut pending: Option<Fingerprint> = None;
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = fingerprint(&reloader.path, &reloader.snapshot.load());
+            if now == applied {
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&now) {
+                pending = Some(now); // changed: wait one more poll for the writes to settle
+                continue;
+            }
+            log::info!("reload: a watched file changed");
+            let r = Arc::clone(reloader);
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            // The live config's files as they are now (a refused config is not retried
+            // until a file changes again).
+            applied = fingerprint(&reloader.path, &reloader.snapshot.load());
+            pending = None;
+        }
+    }
 }
 
 /// Reloads on SIGHUP until shutdown.

@@ -17,7 +17,7 @@ use crate::embedded::InferencePool;
 use crate::keys_cli;
 use crate::pipeline::Shared;
 use crate::proxy::Gateway;
-use crate::reload::{Reloader, SighupReload};
+use crate::reload::{Reloader, SighupReload, WatchReload};
 use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
 use modelgate_plugins::ratelimit::Limiter;
@@ -99,6 +99,15 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
     admin.add_tcp(&settings.admin_listen.to_string());
     server.add_service(data);
     server.add_service(admin);
+    if let Some(interval) = settings.watch_interval {
+        server.add_service(background_service(
+            "file watch reload",
+            WatchReload {
+                reloader: Arc::clone(&reloader),
+                interval,
+            },
+        ));
+    }
     server.add_service(background_service("sighup reload", SighupReload(reloader)));
 
     println!(

@@ -10,6 +10,9 @@ use crate::{client, free_port, repo_root};
 /// The admin token the harness configures (through an env var) for mutating endpoints.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The `[server]` line that keeps the reload file watcher off.
+const WATCH_OFF: &str = "watch = false\n";
+
 /// A public route serving the bundled digits model from the embedded backend.
 pub fn digits_route() -> String {
     let models = repo_root().join("models");
@@ -55,6 +58,15 @@ impl Setup {
     }
 
     /// Sets an environment variable for the gateway and CLI processes.
+    /// Turns the file watcher on, polling every `interval` (e.g. `"100ms"`).
+    pub fn watch(self, interval: &str) -> Setup {
+        let path = self.config_path();
+        let config = std::fs::read_to_string(&path).expect("read config");
+        let config = config.replacen(WATCH_OFF, &format!("watch_interval = {interval:?}\n"), 1);
+        std::fs::write(&path, config).expect("write config");
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Setup {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -154,14 +166,15 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Writes a config with `[server]` on free ports (admin token from an env var) plus
-    /// `rest` (limits, auth, routes...), relative paths resolving in a fresh temp dir.
+    /// Writes a config with `[server]` on free ports (admin token from an env var, no file
+    /// watcher: tests reload explicitly, see [`Setup::watch`]) plus `rest` (limits, auth,
+    /// routes...), relative paths resolving in a fresh temp dir.
     pub fn setup(rest: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, admin_port) = (free_port(), free_port());
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 2\n\
-             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\nadmin_token_env = \"MG_TEST_ADMIN_TOKEN\"\n\n{rest}",
+             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\nadmin_token_env = \"MG_TEST_ADMIN_TOKEN\"\n{WATCH_OFF}\n{rest}",
             dir.path().join("modelgate.pid"),
             dir.path().join("upgrade.sock"),
         );

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use modelgate_e2e::client::{Conn, post_bytes};
+use modelgate_e2e::client::{self, Conn, post_bytes};
 use modelgate_e2e::gateway::{GatewayProcess, digits_route};
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 
@@ -121,4 +121,72 @@ fn sigterm_lets_an_in_flight_request_finish() {
         200,
         "the in-flight request was cut off"
     );
+}
+
+/// Polls `probe` every 50 ms until it returns true or `within` passes.
+fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    probe()
+}
+
+fn generation(gw: &GatewayProcess) -> u64 {
+    client::get(gw.admin, "/readyz").json()["generation"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn changed_files_are_reloaded_once_without_a_signal() {
+    let up = Upstream::start(Behaviour::Echo);
+    let route = |name: &str| {
+        format!(
+            "[[routes]]\nname = {name:?}\npath_prefix = \"/{name}\"\n[routes.http]\nupstreams = [{:?}]\n\n",
+            up.url()
+        )
+    };
+    let auth = "[auth]\nkey_store = \"keys.json\"\n\n";
+    let setup = GatewayProcess::setup(&format!("{auth}{}", route("a"))).watch("100ms");
+    let key = setup.issue_key("acme", "default", "*");
+    let gw = setup.start();
+    let get = |path: &str, key: &str| {
+        client::send(
+            gw.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+        )
+        .status
+    };
+    assert_eq!(get("/b/x", &key), 404);
+    assert_eq!(generation(&gw), 1);
+
+    // The config file changes: the new route is served, after exactly one reload.
+    let path = gw.setup.config_path();
+    std::fs::write(
+        &path,
+        gateway_config(&gw, &format!("{auth}{}{}", route("a"), route("b"))),
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || get("/b/x", &key) == 200));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(generation(&gw), 2, "one change, one reload");
+
+    // A file the config names changes: a key issued by the CLI works without a signal.
+    let fresh = gw.setup.issue_key("later", "default", "*");
+    assert!(eventually(Duration::from_secs(5), || get("/a/x", &fresh) == 200));
+    assert_eq!(generation(&gw), 3);
+
+    // A broken config is refused once (no retry loop); the live one keeps serving.
+    std::fs::write(&path, "[server\nbroken").unwrap();
+    assert!(eventually(Duration::from_secs(5), || gw
+        .logs()
+        .contains("reload refused")));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get("/b/x", &key), 200);
+    assert_eq!(generation(&gw), 3);
+    assert_eq!(gw.logs().matches("reload refused").count(), 1);
 }
