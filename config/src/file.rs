@@ -104,6 +104,8 @@ pub struct ServerSection {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<String>,
+    /// Append audit records (JSON lines) to this file instead of stderr.
+    pub audit_log: Option<String>,
     /// Reload when the config file or a file it names changes (default true).
     pub watch: Option<bool>,
     /// How often watched files are checked (default 1s); a change is applied once two

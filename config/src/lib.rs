@@ -116,13 +116,24 @@ metadata = "Cargo.toml"
             .iter()
             .filter_map(|f| Some(f.file_name()?.to_str()?.to_string()))
             .collect();
-        for want in ["keys.json", "digits.onnx", "digits.json", "digits.profile.json"] {
-            assert!(names.iter().any(|n| n == want), "{want} not watched: {names:?}");
+        for want in [
+            "keys.json",
+            "digits.onnx",
+            "digits.json",
+            "digits.profile.json",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} not watched: {names:?}"
+            );
         }
         let off = parse(&format!("[server]\nwatch = false\n{EMBEDDED}"), here()).unwrap();
         assert_eq!(off.server.watch_interval, None);
-        let e = parse(&format!("[server]\nwatch_interval = \"0s\"\n{EMBEDDED}"), here())
-            .unwrap_err();
+        let e = parse(
+            &format!("[server]\nwatch_interval = \"0s\"\n{EMBEDDED}"),
+            here(),
+        )
+        .unwrap_err();
         assert_eq!(e[0].path, "server.watch_interval");
     }
 

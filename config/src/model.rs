@@ -120,6 +120,8 @@ pub struct ServerSettings {
     pub upgrade_sock: PathBuf,
     /// How long in-flight requests may finish after SIGTERM.
     pub grace_period: Duration,
+    /// Audit records go to this file (JSON lines) instead of stderr.
+    pub audit_log: Option<PathBuf>,
     /// Poll interval of the file watcher that reloads on changes; `None`: no watcher.
     pub watch_interval: Option<Duration>,
     /// Token for mutating admin endpoints; without one they are refused.

@@ -96,6 +96,7 @@ impl Validator<'_> {
             pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
             upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
             grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),
+            audit_log: s.audit_log.as_deref().map(|p| self.base_dir.join(p)),
             watch_interval: {
                 let interval =
                     self.duration("server.watch_interval", s.watch_interval.as_deref(), "1s");

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod http_get;
 pub mod keys_cli;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

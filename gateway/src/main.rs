@@ -92,33 +92,13 @@ enum KeysCommand {
     },
 }
 
-/// Access and audit records are one JSON object per line; everything else is
-/// `[time level target] message`. `RUST_LOG` filters (e.g. `access=off`).
-fn init_logging() {
-    use std::io::Write;
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora_core=warn,pingora_proxy=warn"),
-    )
-    .format(|buf, record| match record.target() {
-        "access" | "audit" => writeln!(buf, "{}", record.args()),
-        target => writeln!(
-            buf,
-            "[{} {} {target}] {}",
-            buf.timestamp_millis(),
-            record.level(),
-            record.args()
-        ),
-    })
-    .init();
-}
-
 fn parse_duration(text: &str) -> Result<Duration, String> {
     modelgate_config::parse_duration(text)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    modelgate::logging::init();
     match cli.command {
         Command::Serve { config } => report(modelgate::server::serve(&config), 2),
         Command::Check { file } => match Snapshot::load(&file, 0, None) {
@@ -167,14 +147,10 @@ fn load_config(config_path: &Path) -> Result<modelgate_config::Config, String> {
 }
 
 fn keys(config_path: &Path, command: KeysCommand) -> Result<(), String> {
-    let config = modelgate_config::load(config_path).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!(
-            "{} is not a valid config:\n  {}",
-            config_path.display(),
-            lines.join("\n  ")
-        )
-    })?;
+    let config = load_config(config_path)?;
+    if let Some(path) = &config.server.audit_log {
+        modelgate::logging::audit_to_file(path)?;
+    }
     match command {
         KeysCommand::Issue {
             consumer,
@@ -195,7 +171,8 @@ fn keys(config_path: &Path, command: KeysCommand) -> Result<(), String> {
             )?;
             println!("{}", key.full);
             eprintln!(
-                "issued key {} — shown once, only its hash is stored; reload the gateway to use it",
+                "issued key {} — shown once, only its hash is stored; the gateway accepts it \
+                 from its next reload (at once when it watches its files)",
                 key.id
             );
         }

@@ -145,6 +145,9 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.inference != b.inference {
         changed.push("inference".to_string());
     }
+    if a.server.audit_log != b.server.audit_log {
+        changed.push("server.audit_log".to_string());
+    }
     if a.server.watch_interval != b.server.watch_interval {
         changed.push("server.watch / server.watch_interval".to_string());
     }

@@ -34,6 +34,9 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         )
     };
     let config = modelgate_config::load(config_path).map_err(invalid)?;
+    if let Some(path) = &config.server.audit_log {
+        crate::logging::audit_to_file(path)?;
+    }
     if let Some(key) = keys_cli::bootstrap(&config)? {
         println!(
             "\nFirst run: issued API key {id} for all models (only its hash is stored).\n\

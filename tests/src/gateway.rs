@@ -58,6 +58,15 @@ impl Setup {
     }
 
     /// Sets an environment variable for the gateway and CLI processes.
+    /// Adds `lines` (each ending in a newline) to the `[server]` section.
+    pub fn server(self, lines: &str) -> Setup {
+        let path = self.config_path();
+        let config = std::fs::read_to_string(&path).expect("read config");
+        let config = config.replacen("[server]\n", &format!("[server]\n{lines}"), 1);
+        std::fs::write(&path, config).expect("write config");
+        self
+    }
+
     /// Turns the file watcher on, polling every `interval` (e.g. `"100ms"`).
     pub fn watch(self, interval: &str) -> Setup {
         let path = self.config_path();

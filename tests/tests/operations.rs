@@ -73,3 +73,52 @@ fn limiter_decisions_and_denials_by_stage_are_counted() {
     let metrics = String::from_utf8(get(gw.admin, "/metrics").body).unwrap();
     assert!(!metrics.contains("acme"));
 }
+
+#[test]
+fn audit_records_go_to_their_own_file_when_configured() {
+    let up = Upstream::start(Behaviour::Echo);
+    let setup = GatewayProcess::setup(&format!(
+        "[auth]\nkey_store = \"keys.json\"\n\n[[routes]]\nname = \"echo\"\npath_prefix = \"/echo\"\n\
+         [routes.http]\nupstreams = [{:?}]\n",
+        up.url()
+    ))
+    .server("audit_log = \"audit.jsonl\"\n");
+    let key = setup.issue_key("acme", "default", "*");
+    let gw = setup.start();
+    let wrong = format!("x-api-key: {}x\r\n", &key[..key.len() - 1]);
+    assert_eq!(post_json(gw.addr, "/echo/x", b"{}", &wrong).status, 401);
+    assert_eq!(gw.reload().status, 200);
+
+    let path = gw.setup.config_path().with_file_name("audit.jsonl");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        events = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+            .collect();
+        if events.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The CLI's key change, the gateway's auth failure and reload, in order.
+    assert_eq!(
+        events,
+        ["key_issued", "auth_failure", "reload"],
+        "{events:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let audit = std::fs::read_to_string(&path).unwrap();
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(
+        !audit.contains(secret),
+        "a key secret reached the audit log"
+    );
+    // Not on stderr as well: the access log stays there, the audit log does not.
+    let logs = gw.logs();
+    assert!(!logs.contains("\"event\":\"auth_failure\""), "{logs}");
+    assert!(logs.contains("\"duration_us\""), "{logs}");
+}
