@@ -23,7 +23,7 @@ pub struct ConfigFile {
 }
 
 /// Rate, burst, concurrency and quota, as written (`rate = "100/s"`, `quota = "100000/day"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpecSection {
     pub rate: Option<String>,

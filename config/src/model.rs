@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::UpstreamUrl;
 
 /// A complete, valid configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub server: ServerSettings,
     pub limits: Limits,
@@ -52,7 +54,7 @@ impl Config {
 }
 
 /// Authentication settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Auth {
     /// API key store file, if API keys are enabled.
     pub key_store: Option<PathBuf>,
@@ -74,26 +76,29 @@ impl Auth {
 }
 
 /// A secret read at build time from an env var or a file (never from the config itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
 }
 
 /// Where an issuer's signing keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JwksSource {
     None,
     File(PathBuf),
     /// Fetched over plain HTTP, refreshed every `refresh`.
     Url {
         url: UpstreamUrl,
+        #[serde(serialize_with = "crate::duration::serialize")]
         refresh: Duration,
     },
 }
 
 /// One JWT issuer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JwtIssuer {
     pub issuer: String,
     pub audiences: Vec<String>,
@@ -101,6 +106,7 @@ pub struct JwtIssuer {
     pub algorithms: Vec<String>,
     pub jwks: JwksSource,
     pub hmac_secret: Option<SecretSource>,
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub leeway: Duration,
     pub consumer_claim: String,
     pub plan_claim: String,
@@ -110,7 +116,7 @@ pub struct JwtIssuer {
 }
 
 /// Listener and process settings; a change to these needs a restart.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -119,20 +125,23 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
     /// How long in-flight requests may finish after SIGTERM.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub grace_period: Duration,
     /// Audit records go to this file (JSON lines) instead of stderr.
     pub audit_log: Option<PathBuf>,
     /// Poll interval of the file watcher that reloads on changes; `None`: no watcher.
+    #[serde(serialize_with = "crate::duration::serialize_option")]
     pub watch_interval: Option<Duration>,
     /// Token for mutating admin endpoints; without one they are refused.
     pub admin_token: Option<SecretSource>,
 }
 
 /// Bounds on what a client controls.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     pub max_body_bytes: u64,
     /// The whole request body must arrive within this time.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub body_read_timeout: Duration,
     pub max_json_depth: usize,
     /// Most request header fields; more get 431.
@@ -142,7 +151,7 @@ pub struct Limits {
 }
 
 /// The embedded backend's blocking pool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InferencePool {
     pub threads: usize,
     /// Jobs waiting beyond the running ones; a full queue answers 503.
@@ -150,7 +159,7 @@ pub struct InferencePool {
 }
 
 /// One route: what it matches and where it sends matched requests.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub name: String,
     /// Model name served over the Open Inference Protocol at `/v2/models/{model}`.
@@ -174,7 +183,8 @@ pub struct Route {
 }
 
 /// Where a route's requests are answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// The embedded ONNX runtime, serving the model file with its metadata.
     Embedded {
@@ -185,20 +195,24 @@ pub enum Backend {
 }
 
 /// HTTP backends, picked round-robin.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpBackend {
     pub upstreams: Vec<UpstreamUrl>,
     /// Replaces the matched `path_prefix` (or `/v2/models/{model}`) when forwarding.
     pub rewrite_prefix: Option<String>,
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub connect_timeout: Duration,
     /// Longest wait for any single read from the upstream.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub read_timeout: Duration,
     /// Longest time for the whole upstream exchange.
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub total_timeout: Duration,
 }
 
 /// What one request costs against rate limits and quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Cost {
     /// The number of rows (batch size) the request asks for; 1 when not an inference.
     Rows,
@@ -206,7 +220,8 @@ pub enum Cost {
 }
 
 /// The request protocol a route checks bodies against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// Open Inference Protocol (KServe v2), checked against the model's metadata.
     V2,
@@ -217,7 +232,7 @@ pub enum Protocol {
 }
 
 /// Input validation settings for a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Validate {
     pub protocol: Protocol,
     pub json_schema: Option<PathBuf>,
@@ -228,7 +243,7 @@ pub struct Validate {
 }
 
 /// Model-extraction detection settings for a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Extraction {
     pub profile: PathBuf,
     pub trusted: Vec<String>,

@@ -10,6 +10,12 @@ pub struct UpstreamUrl {
     pub base_path: String,
 }
 
+impl serde::Serialize for UpstreamUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("http://{}{}", self.authority(), self.base_path))
+    }
+}
+
 impl UpstreamUrl {
     /// `host:port` as a socket address string (`[::1]:80` for IPv6).
     pub fn authority(&self) -> String {

@@ -134,7 +134,8 @@ impl Admin {
         let body = serde_json::json!({
             "generation": snapshot.generation,
             "last_reload": self.reloader.last_status(),
-            "config": format!("{:#?}", snapshot.config),
+            // Secrets are never in the config, only where to read them (env var or file name).
+            "config": &snapshot.config,
         });
         serde_json::to_vec_pretty(&body).unwrap_or_default()
     }

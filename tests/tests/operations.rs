@@ -42,7 +42,17 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
     assert_eq!(bad["route"], "digits");
     let config = get(gw.admin, "/admin/config");
     assert_eq!(config.status, 200);
-    assert_eq!(config.json()["generation"], 1);
+    let view = config.json();
+    assert_eq!(view["generation"], 1);
+    assert_eq!(view["config"]["routes"][0]["name"], "digits");
+    assert_eq!(view["config"]["server"]["grace_period"], "1s");
+    assert_eq!(view["config"]["server"]["listen"], gw.addr.to_string());
+    // Secrets are named, never shown: the admin token's env var, not its value.
+    assert_eq!(
+        view["config"]["server"]["admin_token"]["env"],
+        "MG_TEST_ADMIN_TOKEN"
+    );
+    assert!(!String::from_utf8_lossy(&config.body).contains(modelgate_e2e::gateway::ADMIN_TOKEN));
 }
 
 #[test]
