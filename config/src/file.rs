@@ -104,6 +104,10 @@ pub struct ServerSection {
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<String>,
+    /// Check HTTP upstreams with a TCP connect (default true; `/readyz` and metrics).
+    pub upstream_checks: Option<bool>,
+    /// How often each HTTP upstream is checked (default 2s).
+    pub upstream_check_interval: Option<String>,
     /// Append audit records (JSON lines) to this file instead of stderr.
     pub audit_log: Option<String>,
     /// Reload when the config file or a file it names changes (default true).

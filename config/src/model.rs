@@ -127,6 +127,10 @@ pub struct ServerSettings {
     /// How long in-flight requests may finish after SIGTERM.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub grace_period: Duration,
+    /// How often each HTTP upstream gets a TCP connect check (`/readyz`, metrics);
+    /// `None`: no checks, and readiness does not depend on upstreams.
+    #[serde(serialize_with = "crate::duration::serialize_option")]
+    pub upstream_check_interval: Option<Duration>,
     /// Audit records go to this file (JSON lines) instead of stderr.
     pub audit_log: Option<PathBuf>,
     /// Poll interval of the file watcher that reloads on changes; `None`: no watcher.

@@ -96,6 +96,20 @@ impl Validator<'_> {
             pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
             upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
             grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),
+            upstream_check_interval: {
+                let interval = self.duration(
+                    "server.upstream_check_interval",
+                    s.upstream_check_interval.as_deref(),
+                    "2s",
+                );
+                if interval.is_zero() {
+                    self.error(
+                        "server.upstream_check_interval",
+                        "must be > 0 (use upstream_checks = false)",
+                    );
+                }
+                s.upstream_checks.unwrap_or(true).then_some(interval)
+            },
             audit_log: s.audit_log.as_deref().map(|p| self.base_dir.join(p)),
             watch_interval: {
                 let interval =

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use modelgate_plugins::{Code, Denial};
 
+use crate::health::UpstreamHealth;
 use crate::reload::Reloader;
 use crate::respond;
 
@@ -21,6 +22,8 @@ pub struct Admin {
     pub reloader: Arc<Reloader>,
     /// Bearer token for mutating endpoints, read at start-up.
     pub token: Option<Vec<u8>>,
+    /// Upstream health checks, for `/readyz`.
+    pub health: Arc<UpstreamHealth>,
 }
 
 #[async_trait]
@@ -55,9 +58,20 @@ impl ProxyHttp for Admin {
                 respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
             }
             ("/readyz", true, _) => {
-                let generation = self.reloader.snapshot.load().generation;
-                let body = format!(r#"{{"ready":true,"generation":{generation}}}"#);
-                respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
+                // Ready: a snapshot is live and every HTTP route has an upstream up.
+                let snapshot = self.reloader.snapshot.load();
+                let unready = self.health.unready_routes(&snapshot);
+                let status = if unready.is_empty() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let body = serde_json::json!({
+                    "ready": unready.is_empty(),
+                    "generation": snapshot.generation,
+                    "routes_without_upstreams": unready,
+                });
+                respond::json(session, status, Bytes::from(body.to_string()), &[]).await?
             }
             ("/admin/suspects", true, _) => {
                 let body = serde_json::to_vec_pretty(&self.suspects()).unwrap_or_default();

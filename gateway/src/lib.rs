@@ -11,6 +11,7 @@ pub mod body;
 pub mod calibrate_cli;
 pub mod embedded;
 pub mod forward;
+pub mod health;
 pub mod http_get;
 pub mod keys_cli;
 pub mod limits;

@@ -128,6 +128,8 @@ pub struct Metrics {
     extraction: Counters<(Arc<str>, &'static str)>,
     reloads: Counters<&'static str>,
     generation: AtomicU64,
+    /// (route, upstream address) → up, replaced by each health-check round.
+    upstreams: RwLock<Vec<((String, String), bool)>>,
 }
 
 impl Metrics {
@@ -159,6 +161,14 @@ impl Metrics {
     pub fn reload(&self, ok: bool, generation: u64) {
         self.reloads.add(&if ok { "ok" } else { "failed" }, 1);
         self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Replaces the upstream health gauges with the latest check round's.
+    pub fn set_upstreams(&self, mut upstreams: Vec<((String, String), bool)>) {
+        upstreams.sort();
+        if let Ok(mut current) = self.upstreams.write() {
+            *current = upstreams;
+        }
     }
 
     /// Sets the live config generation.
@@ -239,6 +249,18 @@ impl Metrics {
                 .find(|(k, _)| *k == result)
                 .map_or(0, |(_, n)| n);
             let _ = writeln!(out, "modelgate_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP modelgate_upstream_up Whether an HTTP upstream passed its health checks (1) or not (0), by route and address.\n# TYPE modelgate_upstream_up gauge\n");
+        if let Ok(upstreams) = self.upstreams.read() {
+            for ((route, upstream), up) in upstreams.iter() {
+                let _ = writeln!(
+                    out,
+                    "modelgate_upstream_up{{route=\"{}\",upstream=\"{}\"}} {}",
+                    escape(route),
+                    escape(upstream),
+                    u8::from(*up)
+                );
+            }
         }
         out.push_str("# HELP modelgate_config_generation The live config generation.\n# TYPE modelgate_config_generation gauge\n");
         let _ = writeln!(

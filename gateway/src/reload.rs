@@ -145,6 +145,9 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.inference != b.inference {
         changed.push("inference".to_string());
     }
+    if a.server.upstream_check_interval != b.server.upstream_check_interval {
+        changed.push("server.upstream_check_interval".to_string());
+    }
     if a.server.audit_log != b.server.audit_log {
         changed.push("server.audit_log".to_string());
     }

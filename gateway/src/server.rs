@@ -14,6 +14,7 @@ use modelgate_config::ConfigError;
 
 use crate::admin::Admin;
 use crate::embedded::InferencePool;
+use crate::health::{HealthChecker, UpstreamHealth};
 use crate::keys_cli;
 use crate::pipeline::Shared;
 use crate::proxy::Gateway;
@@ -93,9 +94,21 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
     };
     let mut data = http_proxy_service_with_name(&server.configuration, gateway, "modelgate data");
     data.add_tcp(&settings.listen.to_string());
+    let health = Arc::new(UpstreamHealth::default());
+    if let Some(interval) = settings.upstream_check_interval {
+        server.add_service(background_service(
+            "upstream health checks",
+            HealthChecker {
+                health: Arc::clone(&health),
+                snapshot: Arc::clone(&reloader.snapshot),
+                interval,
+            },
+        ));
+    }
     let admin = Admin {
         reloader: Arc::clone(&reloader),
         token: admin_token,
+        health,
     };
     let mut admin = http_proxy_service_with_name(&server.configuration, admin, "modelgate admin");
     admin.threads = Some(1);

@@ -12,6 +12,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The `[server]` line that keeps the reload file watcher off.
 const WATCH_OFF: &str = "watch = false\n";
+/// The `[server]` line that keeps upstream health checks off (their TCP connects would
+/// show in the tests' upstream connection counts).
+const CHECKS_OFF: &str = "upstream_checks = false\n";
 
 /// A public route serving the bundled digits model from the embedded backend.
 pub fn digits_route() -> String {
@@ -60,20 +63,27 @@ impl Setup {
     /// Sets an environment variable for the gateway and CLI processes.
     /// Adds `lines` (each ending in a newline) to the `[server]` section.
     pub fn server(self, lines: &str) -> Setup {
+        self.replace_line("[server]\n", &format!("[server]\n{lines}"))
+    }
+
+    /// Turns upstream health checks on, every `interval` (e.g. `"100ms"`).
+    pub fn upstream_checks(self, interval: &str) -> Setup {
+        self.replace_line(
+            CHECKS_OFF,
+            &format!("upstream_check_interval = {interval:?}\n"),
+        )
+    }
+
+    fn replace_line(self, line: &str, with: &str) -> Setup {
         let path = self.config_path();
         let config = std::fs::read_to_string(&path).expect("read config");
-        let config = config.replacen("[server]\n", &format!("[server]\n{lines}"), 1);
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, config.replacen(line, with, 1)).expect("write config");
         self
     }
 
     /// Turns the file watcher on, polling every `interval` (e.g. `"100ms"`).
     pub fn watch(self, interval: &str) -> Setup {
-        let path = self.config_path();
-        let config = std::fs::read_to_string(&path).expect("read config");
-        let config = config.replacen(WATCH_OFF, &format!("watch_interval = {interval:?}\n"), 1);
-        std::fs::write(&path, config).expect("write config");
-        self
+        self.replace_line(WATCH_OFF, &format!("watch_interval = {interval:?}\n"))
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Setup {
@@ -118,7 +128,8 @@ impl Setup {
         key
     }
 
-    /// Starts the gateway and waits until `/readyz` answers.
+    /// Starts the gateway and waits until `/healthz` answers (the snapshot is loaded; `/readyz`
+    /// may still wait for upstream checks).
     pub fn start(self) -> GatewayProcess {
         self.try_start().expect("gateway did not start")
     }
@@ -152,7 +163,7 @@ impl Setup {
                 ));
             }
             let ready = client::Conn::open(gateway.admin)
-                .and_then(|mut c| c.request(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n"))
+                .and_then(|mut c| c.request(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"))
                 .is_ok_and(|r| r.status == 200);
             if ready && client::Conn::open(gateway.addr).is_ok() {
                 return Ok(gateway);
@@ -183,7 +194,7 @@ impl GatewayProcess {
         let (port, admin_port) = (free_port(), free_port());
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 2\n\
-             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\nadmin_token_env = \"MG_TEST_ADMIN_TOKEN\"\n{WATCH_OFF}\n{rest}",
+             pid_file = {:?}\nupgrade_sock = {:?}\ngrace_period = \"1s\"\nadmin_token_env = \"MG_TEST_ADMIN_TOKEN\"\n{WATCH_OFF}{CHECKS_OFF}\n{rest}",
             dir.path().join("modelgate.pid"),
             dir.path().join("upgrade.sock"),
         );

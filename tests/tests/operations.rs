@@ -132,3 +132,60 @@ fn audit_records_go_to_their_own_file_when_configured() {
     assert!(!logs.contains("\"event\":\"auth_failure\""), "{logs}");
     assert!(logs.contains("\"duration_us\""), "{logs}");
 }
+
+#[test]
+fn readyz_needs_an_upstream_up_for_every_http_route() {
+    let up = Upstream::start(Behaviour::Echo);
+    let dead = format!("http://127.0.0.1:{}", modelgate_e2e::free_port());
+    let gw = GatewayProcess::setup(&format!(
+        "{}[[routes]]\nname = \"live\"\npath_prefix = \"/live\"\npublic = true\n[routes.http]\nupstreams = [{:?}]\n\n\
+         [[routes]]\nname = \"half\"\npath_prefix = \"/half\"\npublic = true\n[routes.http]\nupstreams = [{:?}, {dead:?}]\n\n\
+         [[routes]]\nname = \"gone\"\npath_prefix = \"/gone\"\npublic = true\n[routes.http]\nupstreams = [{dead:?}]\n",
+        digits_route(),
+        up.url(),
+        up.url(),
+    ))
+    .upstream_checks("100ms")
+    .start();
+    let expected = [
+        format!(
+            "modelgate_upstream_up{{route=\"gone\",upstream=\"{}\"}} 0",
+            &dead[7..]
+        ),
+        format!(
+            "modelgate_upstream_up{{route=\"half\",upstream=\"{}\"}} 0",
+            &dead[7..]
+        ),
+        format!(
+            "modelgate_upstream_up{{route=\"live\",upstream=\"{}\"}} 1",
+            &up.url()[7..]
+        ),
+    ];
+    gw.metrics_with(&expected.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = get(gw.admin, "/readyz");
+    assert_eq!(r.status, 503);
+    let body = r.json();
+    assert_eq!(body["ready"], false);
+    // Only the route with no upstream up holds readiness back.
+    let unready: Vec<&String> = body["routes_without_upstreams"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(unready, ["gone"]);
+    assert_eq!(
+        get(gw.admin, "/healthz").status,
+        200,
+        "liveness is not readiness"
+    );
+
+    // Without that route the gateway is ready; the other routes' health survives the reload.
+    let path = gw.setup.config_path();
+    let config = std::fs::read_to_string(&path).unwrap();
+    let cut = config.find("[[routes]]\nname = \"gone\"").unwrap();
+    std::fs::write(&path, &config[..cut]).unwrap();
+    assert_eq!(gw.reload().status, 200);
+    let r = get(gw.admin, "/readyz");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["ready"], true);
+}
