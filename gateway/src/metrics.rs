@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
+use modelgate_plugins::ratelimit::StoreStats;
+
 /// The registry every part of the gateway records into.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
@@ -130,6 +132,8 @@ pub struct Metrics {
     generation: AtomicU64,
     /// (route, upstream address) → up, replaced by each health-check round.
     upstreams: RwLock<Vec<((String, String), bool)>>,
+    /// The limiter store's size, refreshed every 10 s.
+    limiter: RwLock<StoreStats>,
 }
 
 impl Metrics {
@@ -161,6 +165,13 @@ impl Metrics {
     pub fn reload(&self, ok: bool, generation: u64) {
         self.reloads.add(&if ok { "ok" } else { "failed" }, 1);
         self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Records the limiter store's size.
+    pub fn set_limiter_stats(&self, stats: StoreStats) {
+        if let Ok(mut current) = self.limiter.write() {
+            *current = stats;
+        }
     }
 
     /// Replaces the upstream health gauges with the latest check round's.
@@ -262,6 +273,14 @@ impl Metrics {
                 );
             }
         }
+        let limiter = self.limiter.read().map(|s| *s).unwrap_or_default();
+        let _ = write!(
+            out,
+            "# HELP modelgate_limiter_cells Rate-limit cells held (consumer x route, model).\n# TYPE modelgate_limiter_cells gauge\nmodelgate_limiter_cells {}\n\
+             # HELP modelgate_limiter_quota_counters Quota counters held.\n# TYPE modelgate_limiter_quota_counters gauge\nmodelgate_limiter_quota_counters {}\n\
+             # HELP modelgate_limiter_table_bytes Approximate bytes of the limiter's tables.\n# TYPE modelgate_limiter_table_bytes gauge\nmodelgate_limiter_table_bytes {}\n",
+            limiter.cells, limiter.quota_counters, limiter.approx_bytes
+        );
         out.push_str("# HELP modelgate_config_generation The live config generation.\n# TYPE modelgate_config_generation gauge\n");
         let _ = writeln!(
             out,
@@ -329,7 +348,16 @@ mod tests {
         m.request(&record(401, "missing_credentials", 0));
         m.auth_failure("wrong_secret");
         m.reload(false, 1);
+        m.set_limiter_stats(StoreStats {
+            cells: 7,
+            quota_counters: 2,
+            approx_bytes: 4096,
+        });
+        m.set_upstreams(vec![(("r".into(), "127.0.0.1:9".into()), false)]);
         let text = m.render();
+        assert!(text.contains("modelgate_limiter_cells 7\n"), "{text}");
+        assert!(text.contains("modelgate_limiter_table_bytes 4096\n"));
+        assert!(text.contains("modelgate_upstream_up{route=\"r\",upstream=\"127.0.0.1:9\"} 0"));
         assert!(
             text.contains("modelgate_requests_total{route=\"digits\",status=\"200\",code=\"\"} 2"),
             "{text}"

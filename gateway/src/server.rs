@@ -140,11 +140,16 @@ fn start_limiter_eviction(shared: &Arc<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("modelgate-evict".into())
         .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(60));
+            // Size gauges every 10 s, idle state evicted every 60 s.
+            for round in 1u64.. {
+                std::thread::sleep(std::time::Duration::from_secs(10));
                 let Some(shared) = weak.upgrade() else { return };
-                let evicted = shared.limiter.evict_idle();
-                log::debug!("limiter eviction: {evicted:?}");
+                if round % 6 == 0 {
+                    let evicted = shared.limiter.evict_idle();
+                    log::debug!("limiter eviction: {evicted:?}");
+                }
+                use modelgate_plugins::ratelimit::LimitStore as _;
+                crate::metrics::METRICS.set_limiter_stats(shared.limiter.store().stats());
             }
         });
     if let Err(e) = spawned {

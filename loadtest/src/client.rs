@@ -179,6 +179,32 @@ impl RequestPool {
         }
     }
 
+    /// Gives request `i` the header `name: values[i]`, cycling the requests so that every
+    /// value is sent (e.g. one API key per consumer, to create per-consumer state).
+    pub fn with_rotating_header(mut self, name: &str, values: &[String]) -> Self {
+        if values.is_empty() {
+            return self;
+        }
+        let n = self.requests.len().max(values.len());
+        self.requests = (0..n)
+            .map(|i| {
+                let base = &self.requests[i % self.requests.len()];
+                let line_end = base
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(0, |p| p + 2);
+                let mut req = Vec::with_capacity(base.len() + name.len() + values[0].len() + 4);
+                req.extend_from_slice(&base[..line_end]);
+                req.extend_from_slice(
+                    format!("{name}: {}\r\n", values[i % values.len()]).as_bytes(),
+                );
+                req.extend_from_slice(&base[line_end..]);
+                req.into_boxed_slice()
+            })
+            .collect();
+        self
+    }
+
     /// Attaches the expected labels for each request (same order as the bodies).
     pub fn with_labels(mut self, labels: Vec<Vec<i64>>) -> Self {
         self.labels = Some(labels);
@@ -363,6 +389,19 @@ mod tests {
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rotating_headers_cover_every_value() {
+        let url = Url::parse("http://h:1/p").unwrap();
+        let pool = RequestPool::build("POST", &url, &[], &[b"a".to_vec(), b"bb".to_vec()])
+            .with_rotating_header("x-api-key", &["k0".into(), "k1".into(), "k2".into()]);
+        assert_eq!(pool.len(), 3);
+        assert_eq!(
+            pool.request(2),
+            b"POST /p HTTP/1.1\r\nx-api-key: k2\r\nHost: h:1\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\na"
+        );
+        assert!(pool.request(1).ends_with(b"\r\n\r\nbb"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Drive HTTP/1.1 load at a URL over keep-alive connections.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve a fixed 200 response as fast as possible (benchmark upstream).
     Upstream(UpstreamArgs),
 }
@@ -62,6 +62,13 @@ struct RunArgs {
     /// Extra request header 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// File with one API key per line: request i carries key i (cycling), so a run can
+    /// stand for many consumers.
+    #[arg(long, conflicts_with = "check_labels")]
+    api_keys: Option<PathBuf>,
+    /// Header the keys from --api-keys go in.
+    #[arg(long, default_value = "x-api-key")]
+    api_key_header: String,
     /// Number of keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -109,7 +116,7 @@ struct UpstreamArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Upstream(args) => serve(args),
     }
 }
@@ -173,6 +180,29 @@ fn build_run_config(args: &RunArgs) -> Result<RunConfig, String> {
         None => "POST".to_owned(),
     };
     let mut pool = RequestPool::build(&method, &url, &args.headers, &bodies);
+    if let Some(path) = &args.api_keys {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read API keys {}: {e}", path.display()))?;
+        let keys: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if keys.is_empty() {
+            return Err(format!("{} holds no API keys", path.display()));
+        }
+        if keys
+            .iter()
+            .any(|k| parse_header(&format!("{}: {k}", args.api_key_header)).is_err())
+        {
+            return Err(format!(
+                "{}: a key is not a valid header value",
+                path.display()
+            ));
+        }
+        pool = pool.with_rotating_header(&args.api_key_header, &keys);
+    }
     if let (true, Some(labels)) = (args.check_labels, labels) {
         pool = pool.with_labels(labels);
     }
