@@ -9,6 +9,8 @@
 #   (e) stages     one POST v2 body (1 x 64 features) through routes that differ by one stage:
 #                  routing only, API key, JWT (HS256, cached), API key + rate limit,
 #                  v2 validation, all of them; and nginx
+#   (f) open loop  the POST body at half of the full pipeline's measured saturation rate:
+#                  direct, modelgate routing only, full pipeline, nginx; p99 added latency
 #
 # Pinning: the proxy under test (modelgate or nginx, all its threads) on core PROXY_CPU (0);
 # the load generator and the upstream on core LOAD_CPU (1). 64 keep-alive connections.
@@ -32,6 +34,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench-lib.sh
+BENCH_NAME=bench-baseline
+source "$ROOT/scripts/bench-lib.sh"
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
@@ -43,10 +48,6 @@ BASE_PORT=${BASE_PORT:-18000}
 OUT=${OUT:-target/bench-baseline.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-die() {
-    echo "bench-baseline: $*" >&2
-    exit 1
-}
 
 for knob in DURATION ROUNDS WARMUP CONNECTIONS PROXY_CPU LOAD_CPU BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer (got '${!knob}')"
@@ -106,103 +107,15 @@ echo
 
 # ---------------------------------------------------------------------------- build
 
-echo "bench-baseline: cargo build --release -p modelgate -p modelgate-loadtest" >&2
-cargo build --release -p modelgate -p modelgate-loadtest >&2
-MODELGATE=$TARGET_DIR/release/modelgate
-LOADTEST=$TARGET_DIR/release/modelgate-loadtest
-[[ -x $MODELGATE ]] || die "not found after build: $MODELGATE"
-[[ -x $LOADTEST ]] || die "not found after build: $LOADTEST"
+build_release
 
 # ---------------------------------------------------------------------------- processes
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/modelgate-bench.XXXXXX")
-chmod 755 "$WORK" # nginx workers may run as an unprivileged user
-PIDS=() # started servers, stopped in reverse order on exit
-SIGS=() # their fast-shutdown signal
-
-stop_pid() { # pid signal
-    local pid=$1 sig=$2 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? i
-    trap - EXIT INT TERM
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[i]}" "${SIGS[i]}"
-    done
-    if ((rc != 0)); then
-        echo "bench-baseline: failed (exit $rc); logs in $WORK:" >&2
-        for f in "$WORK"/*.log "$WORK"/nginx/error.log; do
-            [[ -s $f ]] || continue
-            echo "--- $f (last 20 lines)" >&2
-            tail -n 20 "$f" >&2
-        done
-        echo "bench-baseline: keeping $WORK for inspection" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-NAMES=() # what each pid is, for messages
-
-# Dies if a started server has exited, saying how (exit status or signal).
-check_alive() {
-    local i st
-    for i in "${!PIDS[@]}"; do
-        kill -0 "${PIDS[i]}" 2>/dev/null && continue
-        st=0
-        wait "${PIDS[i]}" 2>/dev/null || st=$?
-        if ((st > 128)); then
-            st="signal $((st - 128)) ($(kill -l $((st - 128)) 2>/dev/null || echo '?'))"
-        else
-            st="exit status $st"
-        fi
-        die "${NAMES[i]} (pid ${PIDS[i]}) died: $st${1:+ ($1)}"
-    done
-}
-
-port_in_use() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
-for port in "$UPSTREAM_PORT" "$MODELGATE_PORT" "$NGINX_PORT" "$ADMIN_PORT"; do
-    if port_in_use "$port"; then
-        die "port $HOST:$port is already in use (set BASE_PORT to move all ports)"
-    fi
-done
-
-wait_http() { # url expected-status description
-    local i code
-    for ((i = 0; i < 150; i++)); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" || true)
-        [[ $code == "$2" ]] && return 0
-        check_alive "while waiting for $3"
-        sleep 0.1
-    done
-    die "$3 did not answer $2 at $1 within 15s (last status: ${code:-none})"
-}
+bench_start
+check_ports_free "$UPSTREAM_PORT" "$MODELGATE_PORT" "$NGINX_PORT" "$ADMIN_PORT"
 
 # The fast upstream, on the load core.
-taskset -c "$LOAD_CPU" "$LOADTEST" upstream --listen "$HOST:$UPSTREAM_PORT" \
-    >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!) SIGS+=(TERM) NAMES+=(upstream)
-for ((i = 0; i < 150; i++)); do
-    grep -q '^listening on ' "$WORK/upstream.log" 2>/dev/null && break
-    check_alive "starting"
-    sleep 0.1
-done
-grep -q '^listening on ' "$WORK/upstream.log" || die "upstream did not start within 15s"
+start_upstream "$LOAD_CPU" "$UPSTREAM_PORT"
 
 # modelgate: one process with the HTTP route (b) and the embedded model (d).
 cat >"$WORK/modelgate.toml" <<EOF
@@ -354,10 +267,6 @@ for check in "$URL_AUTH|x-api-key: $KEY_UNLIMITED" "$URL_JWT|authorization: Bear
     [[ $status == 200 || $status == 422 ]] || die "credential check at ${check%%|*} answered ${status:-nothing}: $(head -c 300 "$WORK/check.json")"
 done
 
-json_num() { # json key -> first numeric value of "key":
-    sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" <<<"$1" | head -1
-}
-
 # The embedded path must compute real answers: check predicted labels against the
 # held-out labels for 1s at batch 32 (expect the model's held-out accuracy, 0.969).
 timeout 60 taskset -c "$LOAD_CPU" "$LOADTEST" run --url "$URL_INFER" --connections 4 --duration 1s \
@@ -436,7 +345,7 @@ run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
         "$round" "$label" "$target" "$rps" "$p50" "$p99" >&2
 }
 
-per_round=$((3 * 2 + 2 + 7))
+per_round=$((3 * 2 + 2 + 7 + 4))
 est=$(((ROUNDS * per_round * (DURATION + 1) + 6 * WARMUP) / 60 + 1))
 echo "bench-baseline: $ROUNDS rounds x $per_round measurements x ${DURATION}s (about $est min)" >&2
 
@@ -466,6 +375,20 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run_lt post valid "$URL_VALID" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
     run_lt post full "$URL_FULL" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1 --header "x-api-key: $API_KEY"
     run_lt post nginx "$URL_NGINX_POST" "$r" "$DURATION" 1 --samples "$SAMPLES" --batch 1
+done
+
+# (f) Open loop at half of the full pipeline's saturation rate (its closed-loop median
+# above): latency from intended send times, so queueing is not hidden.
+OPEN_RATE=$(awk -F'\t' '$1 == "post" && $2 == "full" {print $4}' "$RESULTS" | sort -g |
+    awk '{v[NR] = $1} END { if (NR == 0) print 0; else printf "%d\n", v[int((NR + 1) / 2)] / 2 }')
+((OPEN_RATE > 0)) || die "no full-pipeline rate measured for the open-loop runs"
+echo "bench-baseline: open loop at $OPEN_RATE req/s (half the full pipeline's closed-loop median)" >&2
+URL_DIRECT_POST=http://$HOST:$UPSTREAM_PORT/open/v2/models/full/infer
+for ((r = 1; r <= ROUNDS; r++)); do
+    run_lt open direct "$URL_DIRECT_POST" "$r" "$DURATION" 1 --samples "$SAMPLES" --rate "$OPEN_RATE"
+    run_lt open open "$URL_OPEN" "$r" "$DURATION" 1 --samples "$SAMPLES" --rate "$OPEN_RATE"
+    run_lt open full "$URL_FULL" "$r" "$DURATION" 1 --samples "$SAMPLES" --rate "$OPEN_RATE" --header "x-api-key: $API_KEY"
+    run_lt open nginx "$URL_NGINX_POST" "$r" "$DURATION" 1 --samples "$SAMPLES" --rate "$OPEN_RATE"
 done
 
 check_alive "at the end"
@@ -553,6 +476,24 @@ table=$(
         printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_rps "$rps")" \
             "$(fmt_lat "$(median post "$target" 5)")" "$(fmt_lat "$(median post "$target" 6)")" \
             "$(ratio "$rps" "$o")" "$(ratio "$rps" "$n")" "$(total post "$target" 7)" "$(rounds_list post "$target")"
+    done
+    echo
+    echo "### (f) Open loop at $OPEN_RATE req/s (half the full pipeline's saturation): added latency"
+    echo
+    echo "| path | p50 | p99 | p99 added vs direct | errors | achieved req/s (median) |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    d99=$(median open direct 6)
+    for target in direct open full nginx; do
+        case $target in
+            direct) label="direct to upstream" ;;
+            open) label="modelgate, routing only" ;;
+            full) label="modelgate, API key + rate limit + v2 validation" ;;
+            nginx) label="nginx proxy_pass" ;;
+        esac
+        p99=$(median open "$target" 6)
+        added=$(awk -v a="$p99" -v b="$d99" 'BEGIN { if (a == "NA" || b == "NA") print "—"; else printf "%+d µs\n", a - b }')
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_lat "$(median open "$target" 5)")" \
+            "$(fmt_lat "$p99")" "$added" "$(total open "$target" 7)" "$(fmt_rps "$(median open "$target" 4)")"
     done
     echo
     echo "Medians over $ROUNDS interleaved rounds of ${DURATION}s. Latencies are medians of the per-round"

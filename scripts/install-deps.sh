@@ -5,7 +5,7 @@
 # something is missing.
 #
 #   scripts/install-deps.sh           # build deps: cmake (Pingora builds zlib-ng), pkg-config, curl
-#   scripts/install-deps.sh --bench   # + nginx-light, wrk, util-linux (taskset), openssl
+#   scripts/install-deps.sh --bench   # + nginx-light, wrk, util-linux (taskset), openssl, valgrind, python3
 set -euo pipefail
 
 usage() {
@@ -23,7 +23,7 @@ done
 
 packages=(cmake pkg-config curl)
 if [[ $bench == 1 ]]; then
-    packages+=(nginx-light wrk util-linux openssl)
+    packages+=(nginx-light wrk util-linux openssl valgrind python3)
 fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then

@@ -24,8 +24,15 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", hex(&bytes[..16]), hex(&bytes[16..]))
 }
 
+/// Lower-case hex without `format!` per byte (this runs on every forwarded request).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 fn is_valid(v: &str) -> bool {
@@ -45,6 +52,11 @@ fn is_valid(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
 
     #[test]
     fn keeps_valid_and_replaces_invalid() {
