@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
@@ -152,27 +152,38 @@ impl HttpUpstreams {
                 "the request target is invalid",
             ))
         };
-        let mut request = downstream.clone();
-        request.set_uri(http::Uri::try_from(path).map_err(|_| invalid())?);
-        request.set_version(Version::HTTP_11);
-        let had_body_framing = request.headers.contains_key(header::CONTENT_LENGTH)
-            || request.headers.contains_key(header::TRANSFER_ENCODING);
-        let mut strip = hop_by_hop_names(&request.headers, true);
-        strip.extend([header::EXPECT, header::PROXY_AUTHORIZATION]);
-        // Identity headers come only from the gateway; credentials stay here unless the
-        // route forwards them.
-        strip.extend(
-            request
-                .headers
-                .keys()
-                .filter(|k| k.as_str().starts_with(IDENTITY_PREFIX))
-                .cloned(),
-        );
+        // A fresh header without Pingora's case map: each header is copied once (names and
+        // values are reference-counted) instead of cloning the request and then removing
+        // and re-inserting, which Pingora does through both of its maps. Names go upstream
+        // in lower case (HTTP header names are case-insensitive).
+        let (mut parts, ()) = http::Request::builder()
+            .method(downstream.method.clone())
+            .uri(http::Uri::try_from(path).map_err(|_| invalid())?)
+            .version(Version::HTTP_11)
+            .body(())
+            .map_err(|_| invalid())?
+            .into_parts();
+        let had_body_framing = downstream.headers.contains_key(header::CONTENT_LENGTH)
+            || downstream.headers.contains_key(header::TRANSFER_ENCODING);
+        let mut strip = hop_by_hop_names(&downstream.headers, true);
+        strip.extend([
+            header::EXPECT,
+            header::PROXY_AUTHORIZATION,
+            header::CONTENT_LENGTH,
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderName::from_static("traceparent"),
+        ]);
+        // Credentials stay here unless the route forwards them.
         if identity.strip_credentials {
             strip.extend(identity.credential_headers.iter().cloned());
         }
-        for name in strip {
-            request.remove_header(&name);
+        let headers = &mut parts.headers;
+        headers.reserve(downstream.headers.len() + 6);
+        for (name, value) in &downstream.headers {
+            // Identity headers come only from the gateway.
+            if !strip.contains(name) && !name.as_str().starts_with(IDENTITY_PREFIX) {
+                headers.append(name.clone(), value.clone());
+            }
         }
         if let Some(caller) = identity.caller {
             let credential = match &caller.credential {
@@ -186,20 +197,20 @@ impl HttpUpstreams {
             ] {
                 // A value that is not a valid header (e.g. a control character in a JWT
                 // claim) is dropped rather than forwarded.
-                let _ = request.insert_header(name, value);
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
             }
         }
         if body_len > 0 || had_body_framing {
-            request
-                .insert_header(header::CONTENT_LENGTH, body_len.to_string())
-                .map_err(|_| invalid())?;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
         }
         let peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
         if let Some(ip) = peer_ip {
-            let forwarded = match request
+            let forwarded = match downstream
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
@@ -207,15 +218,17 @@ impl HttpUpstreams {
                 Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
                 _ => ip,
             };
-            request
-                .insert_header("x-forwarded-for", forwarded)
-                .map_err(|_| invalid())?;
+            headers.insert(
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::try_from(forwarded).map_err(|_| invalid())?,
+            );
         }
-        let traceparent = trace::propagate(request.headers.get("traceparent"));
-        request
-            .insert_header("traceparent", traceparent)
-            .map_err(|_| invalid())?;
-        Ok(Box::new(request))
+        let traceparent = trace::propagate(downstream.headers.get("traceparent"));
+        headers.insert(
+            HeaderName::from_static("traceparent"),
+            HeaderValue::try_from(traceparent).map_err(|_| invalid())?,
+        );
+        Ok(Box::new(RequestHeader::from(parts)))
     }
 }
 
