@@ -24,6 +24,12 @@ use crate::trace;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-modelgate-";
+// Built at compile time: `HeaderName::from_static` checks its input on every call.
+const X_MODELGATE_CONSUMER: HeaderName = HeaderName::from_static("x-modelgate-consumer");
+const X_MODELGATE_PLAN: HeaderName = HeaderName::from_static("x-modelgate-plan");
+const X_MODELGATE_CREDENTIAL: HeaderName = HeaderName::from_static("x-modelgate-credential");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Who the upstream is told is calling, and which credentials to hold back.
 pub struct Identity<'a> {
@@ -170,8 +176,8 @@ impl HttpUpstreams {
             header::EXPECT,
             header::PROXY_AUTHORIZATION,
             header::CONTENT_LENGTH,
-            HeaderName::from_static("x-forwarded-for"),
-            HeaderName::from_static("traceparent"),
+            X_FORWARDED_FOR,
+            TRACEPARENT,
         ]);
         // Credentials stay here unless the route forwards them.
         if identity.strip_credentials {
@@ -191,14 +197,14 @@ impl HttpUpstreams {
                 CredentialKind::Jwt { issuer } => format!("jwt:{issuer}"),
             };
             for (name, value) in [
-                ("x-modelgate-consumer", caller.consumer.as_str()),
-                ("x-modelgate-plan", caller.plan.as_str()),
-                ("x-modelgate-credential", credential.as_str()),
+                (X_MODELGATE_CONSUMER, caller.consumer.as_str()),
+                (X_MODELGATE_PLAN, caller.plan.as_str()),
+                (X_MODELGATE_CREDENTIAL, credential.as_str()),
             ] {
                 // A value that is not a valid header (e.g. a control character in a JWT
                 // claim) is dropped rather than forwarded.
                 if let Ok(value) = HeaderValue::from_str(value) {
-                    headers.insert(HeaderName::from_static(name), value);
+                    headers.insert(name, value);
                 }
             }
         }
@@ -212,20 +218,20 @@ impl HttpUpstreams {
         if let Some(ip) = peer_ip {
             let forwarded = match downstream
                 .headers
-                .get("x-forwarded-for")
+                .get(&X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
                 _ => ip,
             };
             headers.insert(
-                HeaderName::from_static("x-forwarded-for"),
+                X_FORWARDED_FOR,
                 HeaderValue::try_from(forwarded).map_err(|_| invalid())?,
             );
         }
-        let traceparent = trace::propagate(downstream.headers.get("traceparent"));
+        let traceparent = trace::propagate(downstream.headers.get(&TRACEPARENT));
         headers.insert(
-            HeaderName::from_static("traceparent"),
+            TRACEPARENT,
             HeaderValue::try_from(traceparent).map_err(|_| invalid())?,
         );
         Ok(Box::new(RequestHeader::from(parts)))
