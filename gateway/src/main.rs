@@ -31,6 +31,10 @@ enum Command {
         /// Config file.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Take the listening sockets over from a running gateway (graceful upgrade): start
+        /// the new binary with this flag, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file (parse, validate, build) without serving; exit 1 on errors.
     Check {
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     modelgate::logging::init();
     match cli.command {
-        Command::Serve { config } => report(modelgate::server::serve(&config), 2),
+        Command::Serve { config, upgrade } => report(modelgate::server::serve(&config, upgrade), 2),
         Command::Check { file } => match Snapshot::load(&file, 0, None) {
             Ok(snapshot) => {
                 println!("{}: OK ({} routes)", file.display(), snapshot.routes.len());

@@ -7,7 +7,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::connectors::http::v1::Connector;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 
 use modelgate_config::ConfigError;
@@ -25,7 +25,7 @@ use modelgate_plugins::ratelimit::Limiter;
 
 /// Loads the config and runs the gateway until SIGTERM/SIGINT. Returns only on a start-up
 /// failure, with a message for the operator.
-pub fn serve(config_path: &Path) -> Result<(), String> {
+pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let invalid = |errors: Vec<ConfigError>| {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         format!(
@@ -68,8 +68,22 @@ pub fn serve(config_path: &Path) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(settings.grace_period.as_secs().max(1)),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // With `upgrade`, bootstrap waits on `upgrade_sock` for the old process's listening
+    // sockets, which it sends on SIGQUIT before draining (Pingora's graceful upgrade).
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    // Pingora writes the pid file only when it daemonizes; a foreground gateway writes it
+    // here (after an upgrade, the new process's pid replaces the old one's).
+    if let Err(e) = std::fs::write(&settings.pid_file, format!("{}\n", std::process::id())) {
+        log::warn!(
+            "cannot write the pid file {}: {e}",
+            settings.pid_file.display()
+        );
+    }
 
     let pool = InferencePool::new(inference.threads, inference.queue_depth)
         .map_err(|e| format!("cannot start inference threads: {e}"))?;

@@ -253,6 +253,36 @@ impl GatewayProcess {
         client::send(self.admin, raw.as_bytes())
     }
 
+    /// Starts a second gateway on the same config with `--upgrade`: it waits for this
+    /// one's listening sockets, which this one hands over on SIGQUIT. Output goes to
+    /// `upgrade.log` in the setup's directory; the caller owns (and must kill) the child.
+    pub fn start_upgrade(&self) -> Child {
+        let log = std::fs::File::create(self.setup.dir.path().join("upgrade.log")).expect("log");
+        Command::new(binary())
+            .args(["serve", "--upgrade", "--config"])
+            .arg(self.setup.config_path())
+            .env("RUST_LOG", "info")
+            .env("MG_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn the upgrading modelgate")
+    }
+
+    /// Waits up to `within` for the process to exit; its status if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Sends SIGHUP to the process.
     pub fn sighup(&self) {
         self.signal("HUP");
