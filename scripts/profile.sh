@@ -6,6 +6,8 @@
 #
 #   PATH_KIND=full     API key + rate limit + v2 validation (64 features) -> fast upstream
 #   PATH_KIND=routing  public path-prefix route, no checks -> fast upstream
+#   PATH_KIND=nginx    nginx (bench/nginx.conf.template, master_process off) proxy_pass
+#                      -> fast upstream, the same body: the reference, counted the same way
 #
 # Report: instructions per request in total and inclusive per pipeline stage, and the
 # functions with the most self instructions. Written to OUT (default
@@ -30,7 +32,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
-[[ $PATH_KIND == full || $PATH_KIND == routing ]] || die "PATH_KIND must be full or routing"
+[[ $PATH_KIND =~ ^(full|routing|nginx)$ ]] || die "PATH_KIND must be full, routing or nginx"
 for knob in REQUESTS WARMUP BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
@@ -84,19 +86,30 @@ EOF
 KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
     die "cannot issue the API key"
 
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \
-    "$MODELGATE" serve --config "$WORK/modelgate.toml" >"$WORK/modelgate.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=(modelgate)
+callgrind=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p")
+if [[ $PATH_KIND == nginx ]]; then
+    mkdir -p "$WORK/nginx/tmp"
+    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$GATEWAY_PORT|g" \
+        -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
+    # One process (no master), so callgrind sees the worker that does the work.
+    "${callgrind[@]}" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
+        -g "master_process off;" >"$WORK/server.log" 2>&1 &
+    ready_url=http://$HOST:$GATEWAY_PORT/open/ready
+else
+    RUST_LOG=warn "${callgrind[@]}" "$MODELGATE" serve --config "$WORK/modelgate.toml" >"$WORK/server.log" 2>&1 &
+    ready_url=http://$HOST:$ADMIN_PORT/healthz
+fi
+SERVER_PID=$!
+PIDS+=("$SERVER_PID") SIGS+=(INT) NAMES+=("$PATH_KIND server")
 for ((i = 0; i < 600; i++)); do # valgrind starts slowly
-    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$HOST:$ADMIN_PORT/healthz" || true) == 200 ]] && break
+    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$ready_url" || true) == 200 ]] && break
     check_alive "starting under callgrind"
     sleep 0.2
 done
 
 case $PATH_KIND in
     full) url=http://$HOST:$GATEWAY_PORT/v2/models/full/infer args=(--header "x-api-key: $KEY") ;;
-    routing) url=http://$HOST:$GATEWAY_PORT/open/v2/models/full/infer args=() ;;
+    routing | nginx) url=http://$HOST:$GATEWAY_PORT/open/v2/models/full/infer args=() ;;
 esac
 send() { # requests -> the loadtest JSON report
     # Open loop at a rate the gateway keeps up with under callgrind; duration = n / rate.
@@ -105,9 +118,9 @@ send() { # requests -> the loadtest JSON report
         --duration "$(((n + rate - 1) / rate))s" --timeout 30s --json 2>>"$WORK/loadtest.err" | grep '^{' | tail -1
 }
 send "$WARMUP" >/dev/null
-callgrind_control -z "$GATEWAY_PID" >/dev/null
+callgrind_control -z "$SERVER_PID" >/dev/null
 json=$(send "$REQUESTS")
-callgrind_control -d "$GATEWAY_PID" >/dev/null
+callgrind_control -d "$SERVER_PID" >/dev/null
 completed=$(json_num "$json" completed)
 ok=$(json_num "$(grep -o '"statuses":{[^}]*}' <<<"$json")" 200)
 [[ ${ok:-0} -gt 0 ]] || die "no 200 responses: $json"
@@ -133,9 +146,10 @@ report=$(
     echo "- $completed requests ($ok answered 200) after $WARMUP warm-up requests; 8 keep-alive connections"
     echo "- total: $(per_request "$total") instructions per request (whole process: gateway threads, Pingora, allocator, kernel-call wrappers)"
     echo
-    echo "| stage (inclusive) | function | instructions / request | share |"
-    echo "|---|---|---:|---:|"
-    for row in "whole pipeline, from request to last response byte|ProxyHttp>::request_filter::{{closure}}" \
+    [[ $PATH_KIND == nginx ]] && echo "(nginx: one process, \`master_process off\`; no stages to attribute.)"
+    [[ $PATH_KIND == nginx ]] || echo "| stage (inclusive) | function | instructions / request | share |"
+    [[ $PATH_KIND == nginx ]] || echo "|---|---|---:|---:|"
+    [[ $PATH_KIND == nginx ]] || for row in "whole pipeline, from request to last response byte|ProxyHttp>::request_filter::{{closure}}" \
         "route lookup|RouteIndex::resolve" \
         "credential extraction|Authenticator::credential" \
         "API key verification (SHA-256, constant-time compare)|KeyVerifier::verify" \
