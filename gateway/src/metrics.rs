@@ -124,6 +124,7 @@ pub struct Metrics {
     requests: Counters<(Arc<str>, u16, &'static str)>,
     latency: Histograms<Arc<str>>,
     upstream_latency: Histograms<Arc<str>>,
+    added_latency: Histograms<Arc<str>>,
     auth_failures: Counters<String>,
     denials: Counters<(&'static str, &'static str)>,
     ratelimit: Counters<(Arc<str>, &'static str, &'static str)>,
@@ -144,6 +145,8 @@ impl Metrics {
         self.latency.observe(&r.route, r.total);
         if let Some(up) = r.upstream {
             self.upstream_latency.observe(&r.route, up);
+            self.added_latency
+                .observe(&r.route, r.total.saturating_sub(up));
         }
         if let Some(stage) = r.denied_at {
             self.denials.add(&(stage, r.code), 1);
@@ -211,6 +214,12 @@ impl Metrics {
             "modelgate_upstream_duration_seconds",
             "Upstream exchange time, by route.",
             &self.upstream_latency,
+        );
+        render_histograms(
+            &mut out,
+            "modelgate_gateway_added_duration_seconds",
+            "Time the gateway adds to an upstream exchange (total minus upstream), by route.",
+            &self.added_latency,
         );
         out.push_str("# HELP modelgate_denials_total Refused requests by pipeline stage and code.\n# TYPE modelgate_denials_total counter\n");
         let mut denials = self.denials.snapshot();
@@ -343,7 +352,10 @@ mod tests {
             extraction: (ms == 3).then_some("harden"),
             denied_at: (status == 401).then_some("auth"),
         };
-        m.request(&record(200, "", 1));
+        m.request(&RequestRecord {
+            upstream: Some(Duration::from_micros(700)),
+            ..record(200, "", 1)
+        });
         m.request(&record(200, "", 3));
         m.request(&record(401, "missing_credentials", 0));
         m.auth_failure("wrong_secret");
@@ -372,6 +384,13 @@ mod tests {
             )
         );
         assert!(text.contains("modelgate_auth_failures_total{reason=\"wrong_secret\"} 1"));
+        // 1 ms total, 0.7 ms upstream: 0.3 ms added.
+        assert!(text.contains(
+            "modelgate_gateway_added_duration_seconds_bucket{route=\"digits\",le=\"0.00025\"} 0"
+        ));
+        assert!(text.contains(
+            "modelgate_gateway_added_duration_seconds_bucket{route=\"digits\",le=\"0.0005\"} 1"
+        ));
         assert!(text.contains("modelgate_reloads_total{result=\"failed\"} 1"));
         assert!(
             text.contains("modelgate_denials_total{stage=\"auth\",code=\"missing_credentials\"} 1")
