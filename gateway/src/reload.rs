@@ -144,6 +144,9 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.inference != b.inference {
         changed.push("inference".to_string());
     }
+    if a.telemetry != b.telemetry {
+        changed.push("telemetry".to_string());
+    }
     changed
 }
 
