@@ -174,8 +174,8 @@ fn exported_span_tree_continues_the_client_trace_and_parents_the_upstream_call()
         &format!("traceparent: 00-{ECHO_TRACE}-{CLIENT_SPAN}-01\r\n"),
     );
     assert_eq!(r.status, 200);
-    let rows = vec![vec![0.0f32; 64]];
-    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": rows[0]}]});
+    let row = vec![0.0f32; 64];
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]});
     let r = post_json(
         gw.addr,
         "/v2/models/digits/infer",
