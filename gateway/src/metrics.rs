@@ -118,6 +118,7 @@ pub struct Metrics {
     upstream_latency: Histograms<Arc<str>>,
     auth_failures: Counters<String>,
     reloads: Counters<&'static str>,
+    trace_exports: Counters<&'static str>,
     generation: AtomicU64,
 }
 
@@ -141,6 +142,11 @@ impl Metrics {
     pub fn reload(&self, ok: bool, generation: u64) {
         self.reloads.add(&if ok { "ok" } else { "failed" }, 1);
         self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Counts one OTLP export attempt (a batch of spans) by its outcome.
+    pub fn trace_export(&self, ok: bool) {
+        self.trace_exports.add(&if ok { "ok" } else { "failed" }, 1);
     }
 
     /// Sets the live config generation.
@@ -192,6 +198,18 @@ impl Metrics {
                 .find(|(k, _)| *k == result)
                 .map_or(0, |(_, n)| n);
             let _ = writeln!(out, "modelgate_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        out.push_str("# HELP modelgate_trace_exports_total OTLP trace export attempts by result.\n# TYPE modelgate_trace_exports_total counter\n");
+        let exports = self.trace_exports.snapshot();
+        for result in ["ok", "failed"] {
+            let n = exports
+                .iter()
+                .find(|(k, _)| *k == result)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(
+                out,
+                "modelgate_trace_exports_total{{result=\"{result}\"}} {n}"
+            );
         }
         out.push_str("# HELP modelgate_config_generation The live config generation.\n# TYPE modelgate_config_generation gauge\n");
         let _ = writeln!(

@@ -39,6 +39,7 @@ use modelgate_config::{OtlpTraces, UpstreamUrl};
 use modelgate_plugins::Denial;
 
 use crate::body::BodyError;
+use crate::metrics::METRICS;
 
 /// The request span's name.
 pub const REQUEST: &str = "modelgate.request";
@@ -49,6 +50,8 @@ pub const INFERENCE: &str = "modelgate.inference";
 
 /// How often the batch processor sends what it has (or sooner, at 512 spans).
 const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest `url.path` recorded (paths are client-controlled).
+const MAX_PATH_BYTES: usize = 256;
 /// Collector answers are read up to this size.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -170,7 +173,7 @@ impl Telemetry {
             .with_kind(SpanKind::Server)
             .with_attributes([
                 KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.path", path.to_string()),
+                KeyValue::new("url.path", truncated(path, MAX_PATH_BYTES).to_string()),
             ])
             .start_with_context(tracer, &parent);
         let trace_id = match span.span_context().trace_id() {
@@ -351,6 +354,15 @@ impl TraceSpan {
     }
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A parsed, valid `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Incoming {
@@ -441,8 +453,13 @@ impl opentelemetry_http::HttpClient for OtlpHttpClient {
             self.timeout,
             MAX_RESPONSE_BYTES,
         );
-        let (status, body) = sent.inspect_err(|e| self.warn(e))?;
-        if !(200..300).contains(&status) {
+        let (status, body) = sent.inspect_err(|e| {
+            METRICS.trace_export(false);
+            self.warn(e);
+        })?;
+        let ok = (200..300).contains(&status);
+        METRICS.trace_export(ok);
+        if !ok {
             self.warn(&format!("status {status}"));
         }
         Ok(http::Response::builder()
@@ -583,6 +600,25 @@ mod tests {
         let (_, logged) = forwarded_request(&telemetry, Some(CLIENT));
         assert_eq!(logged, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(exporter.get_finished_spans().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn recorded_paths_are_capped() {
+        let (telemetry, exporter) = in_memory(1.0);
+        let long = format!("/echo/{}", "é".repeat(300));
+        telemetry.request(None, "GET", &long).finish(404, Vec::new);
+        let spans = exporter.get_finished_spans().unwrap();
+        let path = spans[0]
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "url.path")
+            .unwrap()
+            .value
+            .to_string();
+        assert!(
+            path.len() <= MAX_PATH_BYTES && long.starts_with(&path),
+            "{path}"
+        );
     }
 
     #[test]

@@ -285,11 +285,19 @@ fn a_collector_that_never_answers_costs_requests_nothing() {
             .unwrap();
         assert_eq!(r.status, 200);
     }
-    // The failed export is reported (once a minute at most), not retried on requests.
+    // The failed export is counted and logged (once a minute at most), off the request path.
+    let metrics = || String::from_utf8_lossy(&client::get(gw.admin, "/metrics").body).to_string();
+    let failed = || {
+        metrics().lines().any(|l| {
+            l.strip_prefix("modelgate_trace_exports_total{result=\"failed\"} ")
+                .is_some_and(|n| n != "0")
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !gw.logs().contains("trace export to") && Instant::now() < deadline {
+    while !failed() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(failed(), "{}", metrics());
     assert!(gw.logs().contains("trace export to"), "{}", gw.logs());
     let r = conn
         .request(b"GET /echo/x HTTP/1.1\r\nHost: t\r\n\r\n")
