@@ -374,17 +374,23 @@ struct Incoming {
 /// `version-traceid-parentid-flags` (W3C Trace Context): lower-case hex, version not `ff`,
 /// ids not all zero. Anything else is ignored (a new trace starts).
 fn parse_traceparent(v: &str) -> Option<Incoming> {
-    let parts: Vec<&str> = v.split('-').collect();
+    let mut parts = v.split('-');
     let lower_hex = |s: &str, n: usize| {
         s.len() == n
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
-    let [version, trace, span, flags] = parts.as_slice() else {
+    let (Some(version), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return None;
     };
     if !(lower_hex(version, 2)
-        && *version != "ff"
+        && version != "ff"
         && lower_hex(trace, 32)
         && lower_hex(span, 16)
         && lower_hex(flags, 2))
