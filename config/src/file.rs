@@ -20,6 +20,23 @@ pub struct ConfigFile {
     pub plans: std::collections::BTreeMap<String, LimitsSpecSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, exported over OTLP/HTTP. Off unless
+/// `otlp_endpoint` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Collector base URL (`http://host:4318`; spans go to `/v1/traces` under it).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default `modelgate`).
+    pub service_name: Option<String>,
+    /// Share of new traces recorded, 0.0-1.0 (default 1.0).
+    pub sampling_ratio: Option<f64>,
+    /// Longest time one export (with its retries) may take (default `10s`).
+    pub export_timeout: Option<String>,
 }
 
 /// Rate, burst, concurrency and quota, as written (`rate = "100/s"`, `quota = "100000/day"`).

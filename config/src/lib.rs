@@ -15,7 +15,7 @@ pub use duration::parse_duration;
 pub use file::{ConfigFile, LimitsSpecSection};
 pub use model::{
     Auth, Backend, Config, Cost, Extraction, HttpBackend, InferencePool, JwksSource, JwtIssuer,
-    Limits, Protocol, Route, SecretSource, ServerSettings, Validate,
+    Limits, OtlpTraces, Protocol, Route, SecretSource, ServerSettings, Telemetry, Validate,
 };
 pub use upstream_url::{UpstreamUrl, parse_upstream_url};
 pub use validate::validate;
@@ -208,6 +208,62 @@ onnx = "missing.onnx"
                 "missing {e:?} in {shown:#?}"
             );
         }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_parses_an_otlp_endpoint() {
+        let c = parse(EMBEDDED, here()).unwrap();
+        assert_eq!(c.telemetry.traces, None);
+        let text = format!(
+            "{EMBEDDED}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n\
+             service_name = \"gw-eu\"\nsampling_ratio = 0.25\nexport_timeout = \"2s\"\n"
+        );
+        let t = parse(&text, here()).unwrap().telemetry.traces.unwrap();
+        assert_eq!(t.endpoint.authority(), "127.0.0.1:4318");
+        assert_eq!(t.endpoint.base_path, "/v1/traces");
+        assert_eq!(t.service_name, "gw-eu");
+        assert_eq!(t.sampling_ratio, 0.25);
+        assert_eq!(t.export_timeout, Duration::from_secs(2));
+        let custom =
+            format!("{EMBEDDED}\n[telemetry]\notlp_endpoint = \"http://c:1/otlp/spans\"\n");
+        let t = parse(&custom, here()).unwrap().telemetry.traces.unwrap();
+        assert_eq!(t.endpoint.base_path, "/otlp/spans");
+    }
+
+    #[test]
+    fn telemetry_errors_name_their_keys() {
+        let text = format!(
+            "{EMBEDDED}\n[telemetry]\notlp_endpoint = \"https://collector:4318\"\n\
+             service_name = \"\"\nsampling_ratio = 1.5\nexport_timeout = \"0s\"\n"
+        );
+        let shown: Vec<String> = parse(&text, here())
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for e in [
+            "telemetry.otlp_endpoint: invalid URL \"https://collector:4318\": https is not supported",
+            "telemetry.service_name: must be 1-255",
+            "telemetry.sampling_ratio: must be between 0.0 and 1.0",
+            "telemetry.export_timeout: must be > 0",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.starts_with(e)),
+                "missing {e:?} in {shown:#?}"
+            );
+        }
+        let e = parse(
+            &format!("{EMBEDDED}\n[telemetry]\notlp_endpoint = \"collector:4318\"\n"),
+            here(),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].path, "telemetry.otlp_endpoint", "{e:?}");
+        let e = parse(
+            &format!("{EMBEDDED}\n[telemetry]\nendpoint = \"x\"\n"),
+            here(),
+        )
+        .unwrap_err();
+        assert!(e[0].message.contains("endpoint"), "{e:?}");
     }
 
     #[test]

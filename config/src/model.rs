@@ -19,6 +19,28 @@ pub struct Config {
     /// Plan name → limits as written; parsed (with paths in errors) when a snapshot is built.
     pub plans: std::collections::BTreeMap<String, crate::file::LimitsSpecSection>,
     pub routes: Vec<Route>,
+    pub telemetry: Telemetry,
+}
+
+/// OpenTelemetry settings; a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Telemetry {
+    /// Where spans are exported; `None` turns tracing off (the default).
+    pub traces: Option<OtlpTraces>,
+}
+
+/// OTLP/HTTP (protobuf) trace export.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OtlpTraces {
+    /// The collector; `base_path` is the full path spans are POSTed to (`/v1/traces` when
+    /// the configured URL had no path).
+    pub endpoint: UpstreamUrl,
+    pub service_name: String,
+    /// Share of new traces recorded, in 0.0..=1.0; a client's `traceparent` sampled flag
+    /// decides for the traces it continues.
+    pub sampling_ratio: f64,
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub export_timeout: Duration,
 }
 
 impl Config {

@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::file::{AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection};
+use crate::file::{
+    AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection, TelemetrySection,
+};
 use crate::model::{
     Auth, Backend, Config, Cost, Extraction, HttpBackend, InferencePool, JwksSource, JwtIssuer,
-    Limits, Protocol, Route, SecretSource, ServerSettings, Validate,
+    Limits, OtlpTraces, Protocol, Route, SecretSource, ServerSettings, Telemetry, Validate,
 };
 use crate::{ConfigError, parse_duration, parse_upstream_url};
 
@@ -40,6 +42,7 @@ pub fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Config, Vec<Config
     };
     let auth = v.auth(&file.auth);
     let routes = v.routes(&file.routes, &limits);
+    let telemetry = v.telemetry(&file.telemetry);
     if !auth.enabled() {
         for (i, r) in routes.iter().enumerate() {
             if !r.public {
@@ -59,6 +62,7 @@ pub fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Config, Vec<Config
             auth,
             plans: file.plans.clone(),
             routes,
+            telemetry,
         })
     } else {
         Err(v.errors)
@@ -558,6 +562,55 @@ impl Validator<'_> {
             connect_timeout,
             read_timeout,
             total_timeout,
+        }
+    }
+
+    fn telemetry(&mut self, t: &TelemetrySection) -> Telemetry {
+        let service_name = t.service_name.as_deref().unwrap_or("modelgate");
+        let name_ok = (1..=255).contains(&service_name.len())
+            && service_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ');
+        if !name_ok {
+            self.error(
+                "telemetry.service_name",
+                "must be 1-255 printable ASCII characters",
+            );
+        }
+        let sampling_ratio = t.sampling_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sampling_ratio) {
+            self.error("telemetry.sampling_ratio", "must be between 0.0 and 1.0");
+        }
+        let export_timeout = self.duration(
+            "telemetry.export_timeout",
+            t.export_timeout.as_deref(),
+            "10s",
+        );
+        let endpoint = t.otlp_endpoint.as_deref().and_then(|text| {
+            let parsed = if text.starts_with("https://") {
+                Err(format!(
+                    "invalid URL {text:?}: https is not supported; export to a collector \
+                     on http:// (e.g. a local agent)"
+                ))
+            } else {
+                parse_upstream_url(text)
+            };
+            parsed
+                .map_err(|e| self.error("telemetry.otlp_endpoint", e))
+                .ok()
+        });
+        Telemetry {
+            traces: endpoint.map(|mut endpoint| {
+                if endpoint.base_path.is_empty() {
+                    endpoint.base_path = "/v1/traces".to_string();
+                }
+                OtlpTraces {
+                    endpoint,
+                    service_name: service_name.to_string(),
+                    sampling_ratio,
+                    export_timeout,
+                }
+            }),
         }
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
@@ -20,7 +22,7 @@ use modelgate_plugins::auth::{Caller, CredentialKind};
 use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
-use crate::trace;
+use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
 
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-modelgate-";
@@ -48,10 +50,18 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A route's HTTP backends, picked round-robin.
 pub struct HttpUpstreams {
-    peers: Vec<(HttpPeer, String)>,
+    peers: Vec<Backend>,
     next: AtomicUsize,
     rewrite_prefix: Option<String>,
     total_timeout: Duration,
+}
+
+/// One upstream: its pooled peer, the URL's base path, and its host and port for traces.
+struct Backend {
+    peer: HttpPeer,
+    base_path: String,
+    host: String,
+    port: u16,
 }
 
 /// What went wrong while forwarding.
@@ -82,7 +92,12 @@ impl HttpUpstreams {
                 peer.options.read_timeout = Some(config.read_timeout);
                 peer.options.write_timeout = Some(config.read_timeout);
                 peer.options.idle_timeout = Some(IDLE_TIMEOUT);
-                Ok((peer, url.base_path.clone()))
+                Ok(Backend {
+                    peer,
+                    base_path: url.base_path.clone(),
+                    host: url.host.clone(),
+                    port: url.port,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(HttpUpstreams {
@@ -94,7 +109,9 @@ impl HttpUpstreams {
     }
 
     /// Forwards the request whose path matched `prefix_len` bytes of route prefix, with the
-    /// already-read `body`, and streams the response to the client.
+    /// already-read `body`, and streams the response to the client. The exchange is traced
+    /// as a client span under `parent`, which the upstream's `traceparent` names.
+    #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
         connector: &Connector,
@@ -103,11 +120,65 @@ impl HttpUpstreams {
         prefix_len: usize,
         identity: &Identity<'_>,
         in_flight: &mut Option<Admission>,
+        parent: &TraceSpan,
     ) -> Result<u16, ForwardError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
-        let (peer, base_path) = &self.peers[index];
-        let request =
-            self.upstream_request(session, base_path, prefix_len, body.len(), identity)?;
+        let backend = &self.peers[index];
+        let mut span = parent.child(UPSTREAM, SpanKind::Client, || {
+            vec![
+                KeyValue::new(
+                    "http.request.method",
+                    session.req_header().method.as_str().to_string(),
+                ),
+                KeyValue::new("server.address", backend.host.clone()),
+                KeyValue::new("server.port", i64::from(backend.port)),
+            ]
+        });
+        let traceparent = span.traceparent();
+        let result = self
+            .exchange_with(
+                connector,
+                backend,
+                session,
+                body,
+                prefix_len,
+                identity,
+                in_flight,
+                &traceparent,
+            )
+            .await;
+        if let Ok(status) = &result {
+            span.record(|| {
+                vec![KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(*status),
+                )]
+            });
+        }
+        span.end(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange_with(
+        &self,
+        connector: &Connector,
+        backend: &Backend,
+        session: &mut Session,
+        body: Bytes,
+        prefix_len: usize,
+        identity: &Identity<'_>,
+        in_flight: &mut Option<Admission>,
+        traceparent: &str,
+    ) -> Result<u16, ForwardError> {
+        let peer = &backend.peer;
+        let request = self.upstream_request(
+            session,
+            &backend.base_path,
+            prefix_len,
+            body.len(),
+            identity,
+            traceparent,
+        )?;
         match tokio::time::timeout(
             self.total_timeout,
             exchange(
@@ -139,6 +210,7 @@ impl HttpUpstreams {
         prefix_len: usize,
         body_len: usize,
         identity: &Identity<'_>,
+        traceparent: &str,
     ) -> Result<Box<RequestHeader>, ForwardError> {
         let downstream = session.req_header();
         let original = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -229,12 +301,20 @@ impl HttpUpstreams {
                 HeaderValue::try_from(forwarded).map_err(|_| invalid())?,
             );
         }
-        let traceparent = trace::propagate(downstream.headers.get(&TRACEPARENT));
         headers.insert(
             TRACEPARENT,
-            HeaderValue::try_from(traceparent).map_err(|_| invalid())?,
+            HeaderValue::from_str(traceparent).map_err(|_| invalid())?,
         );
         Ok(Box::new(RequestHeader::from(parts)))
+    }
+}
+
+impl SpanError for ForwardError {
+    fn code(&self) -> &'static str {
+        match self {
+            ForwardError::BeforeResponse(denial) => denial.code.as_str(),
+            ForwardError::AfterResponse(e) => e.etype().as_str(),
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
 //! capped before any upstream is chosen) → validate → rate limit → backend (embedded ONNX
 //! or HTTP upstreams).
-//! Refusals become JSON errors in one place ([`respond`]).
+//! Refusals become JSON errors in one place ([`respond`]); each request is traced
+//! ([`telemetry`]).
 
 pub mod admin;
 pub mod authn;
@@ -25,5 +26,5 @@ pub mod routes;
 pub mod secrets;
 pub mod server;
 pub mod snapshot;
-pub mod trace;
+pub mod telemetry;
 pub mod validation;

@@ -130,6 +130,7 @@ pub struct Metrics {
     ratelimit: Counters<(Arc<str>, &'static str, &'static str)>,
     extraction: Counters<(Arc<str>, &'static str)>,
     reloads: Counters<&'static str>,
+    trace_exports: Counters<&'static str>,
     generation: AtomicU64,
     /// (route, upstream address) → up, replaced by each health-check round.
     upstreams: RwLock<Vec<((String, String), bool)>>,
@@ -183,6 +184,11 @@ impl Metrics {
         if let Ok(mut current) = self.upstreams.write() {
             *current = upstreams;
         }
+    }
+
+    /// Counts one OTLP export attempt (a batch of spans) by its outcome.
+    pub fn trace_export(&self, ok: bool) {
+        self.trace_exports.add(&if ok { "ok" } else { "failed" }, 1);
     }
 
     /// Sets the live config generation.
@@ -290,6 +296,18 @@ impl Metrics {
              # HELP modelgate_limiter_table_bytes Approximate bytes of the limiter's tables.\n# TYPE modelgate_limiter_table_bytes gauge\nmodelgate_limiter_table_bytes {}\n",
             limiter.cells, limiter.quota_counters, limiter.approx_bytes
         );
+        out.push_str("# HELP modelgate_trace_exports_total OTLP trace export attempts by result.\n# TYPE modelgate_trace_exports_total counter\n");
+        let exports = self.trace_exports.snapshot();
+        for result in ["ok", "failed"] {
+            let n = exports
+                .iter()
+                .find(|(k, _)| *k == result)
+                .map_or(0, |(_, n)| *n);
+            let _ = writeln!(
+                out,
+                "modelgate_trace_exports_total{{result=\"{result}\"}} {n}"
+            );
+        }
         out.push_str("# HELP modelgate_config_generation The live config generation.\n# TYPE modelgate_config_generation gauge\n");
         let _ = writeln!(
             out,

@@ -1,10 +1,13 @@
-//! The request pipeline: route → method → body → backend, ending in exactly one response.
-//! Every refusal happens before an upstream is contacted.
+//! The request pipeline: route → method → auth → body → validate → rate limit →
+//! extraction → backend, ending in exactly one response. Every refusal happens before an
+//! upstream is contacted. Each stage is a child span of the request's trace.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pingora::connectors::http::v1::Connector;
 use pingora::proxy::Session;
 
@@ -24,7 +27,9 @@ use crate::forward::{ForwardError, Identity};
 use crate::respond;
 use crate::routes::{ModelOp, Target};
 use crate::snapshot::{BuiltBackend, BuiltRoute, ExtractionGuard, Snapshot};
+use crate::telemetry::{INFERENCE, SpanError, Telemetry, TraceSpan};
 use modelgate_plugins::extraction::{Action, Identity as ExtractionIdentity, harden_outputs};
+use modelgate_plugins::schema::ValidatedRequest;
 
 /// Process-wide resources that outlive config generations.
 pub struct Shared {
@@ -32,6 +37,8 @@ pub struct Shared {
     pub connector: Connector,
     /// Rate-limit, quota and in-flight state: outlives config generations.
     pub limiter: Limiter,
+    /// Span export (set at start; a change needs a restart).
+    pub telemetry: Telemetry,
 }
 
 /// What the pipeline did, for the access log; it also holds the limiter's admission
@@ -55,6 +62,8 @@ pub struct Outcome {
     pub extraction: Option<&'static str>,
     pub status: u16,
     pub code: Option<Code>,
+    /// The request's span (or only its trace ids, when tracing is off).
+    pub trace: TraceSpan,
 }
 
 /// Handles one request end to end and writes its response. `Err` only when writing to the
@@ -127,6 +136,15 @@ impl From<Denial> for Failure {
     }
 }
 
+impl SpanError for Failure {
+    fn code(&self) -> &'static str {
+        match self {
+            Failure::Deny { denial, .. } => denial.code.as_str(),
+            Failure::Broken(e) => e.etype().as_str(),
+        }
+    }
+}
+
 impl From<BodyError> for Failure {
     fn from(e: BodyError) -> Self {
         Failure::Deny {
@@ -151,26 +169,28 @@ async fn run(
     };
     let limits = &snapshot.config.limits;
     check_headers(session.req_header(), limits).map_err(|d| early(d, session))?;
-    // 1. Route.
-    let target = snapshot
-        .index
-        .resolve(&path)
+    // 1. Route (and method).
+    let span = outcome.trace.stage("modelgate.route");
+    let (target, route_index) = span
+        .end(route(snapshot, &path, &method))
         .map_err(|d| early(d, session))?;
-    let route_index = match &target {
-        Target::Model { route, .. } | Target::Prefix { route, .. } => Some(*route),
-        _ => None,
-    };
     let route = route_index.map(|i| &snapshot.routes[i]);
     if let Some(r) = route {
         outcome.route = Some(Arc::clone(&r.name));
+        outcome.trace.record(|| {
+            let mut attributes = vec![KeyValue::new("modelgate.route", r.name.to_string())];
+            if let Some(model) = &r.config.model {
+                attributes.push(KeyValue::new("modelgate.model", model.clone()));
+            }
+            attributes
+        });
     }
-    check_method(&target, route, &method).map_err(|d| early(d, session))?;
-    check_tf_verb(&target, route, &method, &path).map_err(|d| early(d, session))?;
     // 2. Authenticate (and check scopes).
     let caller = match route {
         Some(r) if !r.config.public => {
-            let caller = authenticate(snapshot, r, session)
-                .await
+            let span = outcome.trace.stage("modelgate.auth");
+            let caller = span
+                .end(authenticate(snapshot, r, session).await)
                 .map_err(|d| early(d, session))?;
             outcome.consumer = Some(caller.consumer.clone());
             Some(caller)
@@ -179,30 +199,11 @@ async fn run(
     };
     // 4. Read the whole body, capped, before any upstream is chosen.
     let cap = route.map_or(limits.max_body_bytes, |r| r.config.max_body_bytes);
-    let body = read_body(session, cap, limits.body_read_timeout).await?;
+    let span = outcome.trace.stage("modelgate.body");
+    let body = span.end(read_body(session, cap, limits.body_read_timeout).await)?;
     // 5. Validate against the model contract / JSON Schema; parsed once for what follows.
-    let validated = match (&target, route) {
-        (
-            Target::Model {
-                op: ModelOp::Infer, ..
-            },
-            Some(r),
-        ) => r
-            .validation
-            .check_infer(&session.req_header().headers, &body)?,
-        (Target::Prefix { .. }, Some(r))
-            if r.validation.is_tf_serving() && method == Method::POST =>
-        {
-            r.validation
-                .check_infer(&session.req_header().headers, &body)?
-        }
-        (_, Some(r)) => {
-            r.validation
-                .check_schema(&session.req_header().headers, &body)?;
-            None
-        }
-        _ => None,
-    };
+    let span = outcome.trace.stage("modelgate.validate");
+    let validated = span.end(validate(&target, route, &method, session, &body))?;
     // 3. Rate limits, quotas and in-flight caps, charged the request's cost (known now).
     let mut response_headers = Vec::new();
     let mut plan_spec = None;
@@ -218,6 +219,7 @@ async fn run(
         plan_spec = Some(spec.unwrap_or(snapshot.limits.default_spec()));
         let model = r.config.model.as_deref().zip(model_spec);
         outcome.cost = cost;
+        let span = outcome.trace.stage("modelgate.rate_limit");
         let checked = match spec {
             Some(spec) => {
                 Some(
@@ -228,110 +230,184 @@ async fn run(
             }
             None => shared.limiter.check_unlimited(model, cost),
         };
-        match checked {
-            None => {}
-            Some(Ok(admission)) => {
-                outcome.ratelimit = Some(("admitted", ""));
-                if spec.is_some() {
-                    response_headers.extend(admission.headers().to_pairs());
-                    outcome.ratelimit_remaining = Some(admission.remaining);
-                }
-                // Held until the response is written (`handle` releases it; a client
-                // abort drops the request context and with it the permits).
-                outcome.admission = Some(admission);
+        let checked = checked.transpose().map_err(|refusal| {
+            let denial = rate_denial(&refusal);
+            outcome.ratelimit = Some((denial.code.as_str(), refusal.by.as_str()));
+            denial
+        });
+        if let Some(admission) = span.end(checked)? {
+            outcome.ratelimit = Some(("admitted", ""));
+            if spec.is_some() {
+                response_headers.extend(admission.headers().to_pairs());
+                outcome.ratelimit_remaining = Some(admission.remaining);
             }
-            Some(Err(refusal)) => {
-                let denial = rate_denial(&refusal);
-                outcome.ratelimit = Some((denial.code.as_str(), refusal.by.as_str()));
-                return Err(denial.into());
-            }
+            // Held until the response is written (`handle` releases it; a client
+            // abort drops the request context and with it the permits).
+            outcome.admission = Some(admission);
         }
     }
 
     // 7. Answer: the gateway's own endpoints, the embedded model, or an HTTP upstream.
+    let backend = outcome.trace.stage("modelgate.backend");
+    let answered = async {
+        match (target, route) {
+            (Target::ServerLive, _) => ok_json(session, outcome, br#"{"live":true}"#, &[]).await,
+            (Target::ServerReady, _) => ok_json(session, outcome, br#"{"ready":true}"#, &[]).await,
+            (Target::ServerMetadata, _) => {
+                let meta = concat!(
+                    r#"{"name":"modelgate","version":""#,
+                    env!("CARGO_PKG_VERSION"),
+                    r#"","extensions":[]}"#
+                );
+                ok_json(session, outcome, meta.as_bytes(), &[]).await
+            }
+            (
+                Target::Model { prefix_len, .. } | Target::Prefix { prefix_len, .. },
+                Some(
+                    route @ BuiltRoute {
+                        backend: BuiltBackend::Http(upstreams),
+                        ..
+                    },
+                ),
+            ) => {
+                let request = Forwarding {
+                    route,
+                    caller: caller.as_ref(),
+                    body,
+                    prefix_len,
+                    response_headers,
+                };
+                forward(
+                    shared, snapshot, upstreams, session, request, outcome, &backend,
+                )
+                .await
+            }
+            (
+                Target::Model { op, version, .. },
+                Some(
+                    route @ BuiltRoute {
+                        backend: BuiltBackend::Embedded(model),
+                        ..
+                    },
+                ),
+            ) => {
+                let meta = model.metadata();
+                if version.is_some_and(|v| v != meta.version) {
+                    return Err(Denial::new(Code::ModelNotFound, "unknown model version").into());
+                }
+                match op {
+                    ModelOp::Metadata => {
+                        let body = crate::embedded::v2::metadata_json(meta);
+                        ok_json(session, outcome, &body, &response_headers).await
+                    }
+                    ModelOp::Ready => {
+                        let body =
+                            serde_json::json!({"name": meta.name, "ready": true}).to_string();
+                        ok_json(session, outcome, body.as_bytes(), &response_headers).await
+                    }
+                    ModelOp::Infer => {
+                        let request = validated.ok_or_else(|| {
+                            Denial::new(Code::Internal, "inference is unavailable")
+                        })?;
+                        let guard = route.extraction.as_deref().zip(caller.as_ref());
+                        if let Some((guard, caller)) = guard {
+                            let span = outcome.trace.stage("modelgate.extraction");
+                            let screened =
+                                screen(shared, plan_spec, guard, caller, &route.name, outcome.cost);
+                            if matches!(&screened, Err(d) if d.code == Code::ExtractionSuspected) {
+                                outcome.extraction = Some(Action::Block.as_str());
+                            }
+                            span.end(screened)?;
+                        }
+                        let span = backend.child(INFERENCE, SpanKind::Internal, || {
+                            vec![KeyValue::new("modelgate.batch", request.batch as i64)]
+                        });
+                        let (batch, mut outputs) =
+                            span.end(model.run(&shared.pool, request).await)?;
+                        if let Some((guard, caller)) = guard {
+                            assess(guard, caller, &batch, &mut outputs, outcome);
+                        }
+                        let response = model.respond(&batch, &outputs);
+                        ok_json(session, outcome, &response, &response_headers).await
+                    }
+                    ModelOp::Other => {
+                        Err(Denial::new(Code::RouteNotFound, "no such model endpoint").into())
+                    }
+                }
+            }
+            // Path-prefix routes are HTTP-only (config validation), so nothing else matches.
+            (Target::Model { .. } | Target::Prefix { .. }, _) => {
+                Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
+            }
+        }
+    }
+    .await;
+    backend.end(answered)
+}
+
+/// Stage 1: the target for `path`, its route's index (if any), and the method check.
+fn route<'p>(
+    snapshot: &Snapshot,
+    path: &'p str,
+    method: &Method,
+) -> Result<(Target<'p>, Option<usize>), Denial> {
+    let target = snapshot.index.resolve(path)?;
+    let route_index = match &target {
+        Target::Model { route, .. } | Target::Prefix { route, .. } => Some(*route),
+        _ => None,
+    };
+    let route = route_index.map(|i| &snapshot.routes[i]);
+    check_method(&target, route, method)?;
+    check_tf_verb(&target, route, method, path)?;
+    Ok((target, route_index))
+}
+
+/// Stage 5: the body against the route's contract; the parsed inference request when the
+/// target is an inference.
+fn validate(
+    target: &Target<'_>,
+    route: Option<&BuiltRoute>,
+    method: &Method,
+    session: &Session,
+    body: &[u8],
+) -> Result<Option<ValidatedRequest>, Denial> {
+    let headers = &session.req_header().headers;
     match (target, route) {
-        (Target::ServerLive, _) => ok_json(session, outcome, br#"{"live":true}"#, &[]).await,
-        (Target::ServerReady, _) => ok_json(session, outcome, br#"{"ready":true}"#, &[]).await,
-        (Target::ServerMetadata, _) => {
-            let meta = concat!(
-                r#"{"name":"modelgate","version":""#,
-                env!("CARGO_PKG_VERSION"),
-                r#"","extensions":[]}"#
-            );
-            ok_json(session, outcome, meta.as_bytes(), &[]).await
-        }
         (
-            Target::Model { prefix_len, .. } | Target::Prefix { prefix_len, .. },
-            Some(
-                route @ BuiltRoute {
-                    backend: BuiltBackend::Http(upstreams),
-                    ..
-                },
-            ),
-        ) => {
-            let request = Forwarding {
-                route,
-                caller: caller.as_ref(),
-                body,
-                prefix_len,
-                response_headers,
-            };
-            forward(shared, snapshot, upstreams, session, request, outcome).await
+            Target::Model {
+                op: ModelOp::Infer, ..
+            },
+            Some(r),
+        ) => r.validation.check_infer(headers, body),
+        (Target::Prefix { .. }, Some(r))
+            if r.validation.is_tf_serving() && *method == Method::POST =>
+        {
+            r.validation.check_infer(headers, body)
         }
-        (
-            Target::Model { op, version, .. },
-            Some(
-                route @ BuiltRoute {
-                    backend: BuiltBackend::Embedded(model),
-                    ..
-                },
-            ),
-        ) => {
-            let meta = model.metadata();
-            if version.is_some_and(|v| v != meta.version) {
-                return Err(Denial::new(Code::ModelNotFound, "unknown model version").into());
-            }
-            match op {
-                ModelOp::Metadata => {
-                    let body = crate::embedded::v2::metadata_json(meta);
-                    ok_json(session, outcome, &body, &response_headers).await
-                }
-                ModelOp::Ready => {
-                    let body = serde_json::json!({"name": meta.name, "ready": true}).to_string();
-                    ok_json(session, outcome, body.as_bytes(), &response_headers).await
-                }
-                ModelOp::Infer => {
-                    let request = validated
-                        .ok_or_else(|| Denial::new(Code::Internal, "inference is unavailable"))?;
-                    let guard = route.extraction.as_deref().zip(caller.as_ref());
-                    if let Some((guard, caller)) = guard {
-                        let who = identity(guard, caller);
-                        if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
-                            outcome.extraction = Some(Action::Block.as_str());
-                            return Err(denial.into());
-                        }
-                        if let Some(plan) = plan_spec
-                            && guard.detector.action_for(&who, unix_now()) >= Action::Throttle
-                        {
-                            throttle(shared, plan, guard, caller, &route.name, outcome.cost)?;
-                        }
-                    }
-                    let (batch, mut outputs) = model.run(&shared.pool, request).await?;
-                    if let Some((guard, caller)) = guard {
-                        assess(guard, caller, &batch, &mut outputs, outcome);
-                    }
-                    let response = model.respond(&batch, &outputs);
-                    ok_json(session, outcome, &response, &response_headers).await
-                }
-                ModelOp::Other => {
-                    Err(Denial::new(Code::RouteNotFound, "no such model endpoint").into())
-                }
-            }
+        (_, Some(r)) => r.validation.check_schema(headers, body).map(|()| None),
+        _ => Ok(None),
+    }
+}
+
+/// Stage 6 (before inference): refuses a consumer the extraction detector blocks, and
+/// applies the throttle rung's cut rate.
+fn screen(
+    shared: &Shared,
+    plan: Option<&LimitSpec>,
+    guard: &ExtractionGuard,
+    caller: &Caller,
+    route: &str,
+    cost: u32,
+) -> Result<(), Denial> {
+    let who = identity(guard, caller);
+    if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
+        return Err(denial);
+    }
+    match plan {
+        Some(plan) if guard.detector.action_for(&who, unix_now()) >= Action::Throttle => {
+            throttle(shared, plan, guard, caller, route, cost)
         }
-        // Path-prefix routes are HTTP-only (config validation), so nothing else matches.
-        (Target::Model { .. } | Target::Prefix { .. }, _) => {
-            Err(Denial::new(Code::RouteNotFound, "no route for this path").into())
-        }
+        _ => Ok(()),
     }
 }
 
@@ -478,6 +554,7 @@ async fn forward(
     session: &mut Session,
     request: Forwarding<'_>,
     outcome: &mut Outcome,
+    span: &TraceSpan,
 ) -> Result<(), Failure> {
     let config = &request.route.config;
     let identity = Identity {
@@ -496,6 +573,7 @@ async fn forward(
             request.prefix_len,
             &identity,
             &mut outcome.admission,
+            span,
         )
         .await;
     outcome.upstream = Some(started.elapsed());

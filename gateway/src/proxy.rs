@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use opentelemetry::KeyValue;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
@@ -47,6 +48,12 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<bool> {
         let snapshot = self.snapshot.load_full();
         ctx.generation = snapshot.generation;
+        let request = session.req_header();
+        ctx.outcome.trace = self.shared.telemetry.request(
+            request.headers.get("traceparent"),
+            request.method.as_str(),
+            request.uri.path(),
+        );
         pipeline::handle(&self.shared, &snapshot, session, &mut ctx.outcome).await?;
         Ok(true)
     }
@@ -64,6 +71,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let mut trace = std::mem::take(&mut ctx.outcome.trace);
         let o = &ctx.outcome;
         let total = ctx.started.elapsed();
         // A response that broke off mid-way has no status of its own.
@@ -81,6 +89,25 @@ impl ProxyHttp for Gateway {
             ratelimit: o.ratelimit,
             extraction: o.extraction,
             denied_at: o.code.map(|c| c.stage()),
+        });
+        trace.finish(status, || {
+            let mut attributes = vec![
+                KeyValue::new("modelgate.generation", ctx.generation as i64),
+                KeyValue::new("modelgate.cost", i64::from(o.cost)),
+            ];
+            if let Some(code) = o.code {
+                attributes.push(KeyValue::new("modelgate.code", code.as_str()));
+            }
+            if let Some(consumer) = &o.consumer {
+                attributes.push(KeyValue::new("modelgate.consumer", consumer.clone()));
+            }
+            if let Some(action) = o.extraction {
+                attributes.push(KeyValue::new("modelgate.extraction", action));
+            }
+            if let Some(e) = error {
+                attributes.push(KeyValue::new("error.type", e.etype().as_str()));
+            }
+            attributes
         });
         if log::log_enabled!(target: "access", log::Level::Info) {
             log::info!(
@@ -101,6 +128,7 @@ impl ProxyHttp for Gateway {
                     "duration_us": total.as_micros() as u64,
                     "upstream_us": o.upstream.map(|d| d.as_micros() as u64),
                     "generation": ctx.generation,
+                    "trace_id": trace.trace_id(),
                     "error": error.map(|e| e.etype().as_str()),
                 })
             );

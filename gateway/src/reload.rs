@@ -154,6 +154,9 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.server.watch_interval != b.server.watch_interval {
         changed.push("server.watch / server.watch_interval".to_string());
     }
+    if a.telemetry != b.telemetry {
+        changed.push("telemetry".to_string());
+    }
     changed
 }
 

@@ -21,6 +21,7 @@ use crate::proxy::Gateway;
 use crate::reload::{Reloader, SighupReload, WatchReload};
 use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
 use modelgate_plugins::ratelimit::Limiter;
 
 /// Loads the config and runs the gateway until SIGTERM/SIGINT. Returns only on a start-up
@@ -90,10 +91,20 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
+    let telemetry = Telemetry::start(snapshot.config.telemetry.traces.as_ref())?;
+    if let Some(traces) = &snapshot.config.telemetry.traces {
+        println!(
+            "modelgate exporting traces to http://{}{} (sampling ratio {})",
+            traces.endpoint.authority(),
+            traces.endpoint.base_path,
+            traces.sampling_ratio
+        );
+    }
     let shared = Arc::new(Shared {
         pool,
         connector,
         limiter: Limiter::in_process(),
+        telemetry,
     });
     start_limiter_eviction(&shared);
     let reloader = Arc::new(Reloader::new(
@@ -102,6 +113,10 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         shared.limiter.clone(),
     ));
 
+    let flush = FlushTracesAtShutdown {
+        shared: Arc::clone(&shared),
+        grace: settings.grace_period,
+    };
     let gateway = Gateway {
         snapshot: Arc::clone(&reloader.snapshot),
         shared,
@@ -139,6 +154,7 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         ));
     }
     server.add_service(background_service("sighup reload", SighupReload(reloader)));
+    server.add_service(background_service("trace flush", flush));
 
     println!(
         "modelgate listening on http://{} (admin http://{})",
@@ -168,5 +184,26 @@ fn start_limiter_eviction(shared: &Arc<Shared>) {
         });
     if let Err(e) = spawned {
         log::error!("cannot start limiter eviction: {e}");
+    }
+}
+
+/// At shutdown (SIGTERM/SIGINT), exports the spans still queued near the end of the grace
+/// period: the batch thread sends every second meanwhile, and this catches the last ones.
+struct FlushTracesAtShutdown {
+    shared: Arc<Shared>,
+    grace: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FlushTracesAtShutdown {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if !self.shared.telemetry.is_on() {
+            return;
+        }
+        let _ = shutdown.changed().await;
+        let margin = std::time::Duration::from_millis(500);
+        tokio::time::sleep(self.grace.saturating_sub(margin)).await;
+        let shared = Arc::clone(&self.shared);
+        let _ = tokio::task::spawn_blocking(move || shared.telemetry.shutdown()).await;
     }
 }
