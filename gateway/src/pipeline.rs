@@ -46,6 +46,7 @@ pub struct Shared {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub route: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
     pub consumer: Option<String>,
     /// Time spent on the upstream exchange, for HTTP backends.
     pub upstream: Option<std::time::Duration>,
@@ -177,6 +178,7 @@ async fn run(
     let route = route_index.map(|i| &snapshot.routes[i]);
     if let Some(r) = route {
         outcome.route = Some(Arc::clone(&r.name));
+        outcome.model = r.model.clone();
         outcome.trace.record(|| {
             let mut attributes = vec![KeyValue::new("modelgate.route", r.name.to_string())];
             if let Some(model) = &r.config.model {

@@ -18,6 +18,8 @@ use crate::validation::RouteValidation;
 pub struct BuiltRoute {
     /// The route's name, shared with logs and metrics without copying.
     pub name: Arc<str>,
+    /// The model it serves (`model` routes), shared with the access log.
+    pub model: Option<Arc<str>>,
     pub config: Route,
     pub backend: BuiltBackend,
     pub validation: RouteValidation,
@@ -120,6 +122,7 @@ impl Snapshot {
             {
                 routes.push(BuiltRoute {
                     name: Arc::from(route.name.as_str()),
+                    model: route.model.as_deref().map(Arc::from),
                     config: route.clone(),
                     backend,
                     validation,

@@ -40,6 +40,7 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
         .expect("the 400 is logged");
     assert_eq!(bad["code"], "invalid_json");
     assert_eq!(bad["route"], "digits");
+    assert_eq!(bad["model"], "digits");
     let config = get(gw.admin, "/admin/config");
     assert_eq!(config.status, 200);
     let view = config.json();
@@ -80,6 +81,19 @@ fn limiter_decisions_and_denials_by_stage_are_counted() {
     // The access log carries the decision too; no consumer id reaches a metric label.
     let logs = gw.logs();
     assert!(logs.contains("\"ratelimit\":\"rate_limited\""), "{logs}");
+    // Forwarded requests log the upstream time and what the gateway added to it.
+    let forwarded = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["status"] == 200)
+        .unwrap();
+    let (total, upstream, added) = (
+        forwarded["duration_us"].as_u64().unwrap(),
+        forwarded["upstream_us"].as_u64().unwrap(),
+        forwarded["gateway_us"].as_u64().unwrap(),
+    );
+    // (each rounded down to whole microseconds)
+    assert!(total.abs_diff(upstream + added) <= 1, "{forwarded}");
     let metrics = String::from_utf8(get(gw.admin, "/metrics").body).unwrap();
     assert!(!metrics.contains("acme"));
 }
