@@ -59,6 +59,8 @@ mod metadata;
 mod profile;
 mod rng;
 mod shapiro;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod tracker;
 
 #[cfg(test)]
