@@ -35,7 +35,9 @@
 //! only signals that aggregate over members (probing by line geometry, ood, boundary,
 //! coverage): members replaying the same data legitimately near-duplicate each other, so
 //! near-duplicate and distance signals are per consumer. Consumers flagged at harden or
-//! above publish their fingerprints to a global TTL-bounded index; other consumers whose
+//! above publish the fingerprints of their suspicious queries (probing or out of
+//! distribution; not their natural-looking ones, which benign consumers replaying the same
+//! data would match) to a global TTL-bounded index; other consumers whose
 //! queries match them are linked (and count them as probing).
 //!
 //! # Output hardening

@@ -576,6 +576,38 @@ fn flagged_consumers_link_key_rotation() {
     assert!(a.iter().any(|a| a.action >= Action::Harden));
 }
 
+/// A flagged attacker that first queried natural rows (a Jacobian seed set) publishes only
+/// its suspicious queries: benign consumers replaying those rows are not linked to it.
+#[test]
+fn a_flagged_attackers_natural_queries_do_not_link_benign_replays() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let det = detector();
+    let attacker = testkit::caller("seeded", None);
+    let mut t = T0;
+    feed(&det, &mlp, &Identity::of(&attacker), &rows[..30], &mut t);
+    let a = feed(
+        &det,
+        &mlp,
+        &Identity::of(&attacker),
+        &uniform_rows(10, 8),
+        &mut t,
+    );
+    assert!(a.last().is_some_and(|a| a.action >= Action::Harden));
+    for c in 0..20 {
+        let caller = testkit::caller(&format!("replay-{c}"), None);
+        let mut order: Vec<Vec<f32>> = rows[..30].to_vec();
+        SplitMix64::new(c).shuffle(&mut order);
+        let a = feed(&det, &mlp, &Identity::of(&caller), &order, &mut t);
+        assert!(
+            a.iter()
+                .all(|a| a.linked_to.is_none() && a.action == Action::None),
+            "replay {c}: {:?}",
+            a.iter().find(|a| a.action > Action::None)
+        );
+    }
+}
+
 #[test]
 fn idle_state_is_evicted_and_capacity_is_capped() {
     let mlp = DigitsMlp::load();

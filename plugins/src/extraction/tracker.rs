@@ -214,6 +214,9 @@ pub(crate) struct Tracker {
     cusum_ood: f32,
     cusum_boundary: f32,
     distance_z: f32,
+    /// One bit per sequence number (mod 256): the query was itself suspicious (probing or
+    /// out of distribution). Only those are published to the global index.
+    suspicious: [u64; 4],
 }
 
 impl Tracker {
@@ -263,6 +266,7 @@ impl Tracker {
             cusum_ood: 0.0,
             cusum_boundary: 0.0,
             distance_z: 0.0,
+            suspicious: [0; 4],
         }
     }
 
@@ -313,6 +317,12 @@ impl Tracker {
         let line = out.cos.is_some_and(|c| c >= p.line_cosine);
         out.probe = near_fp || near_d || line || step || linked;
         self.cusum_probe = cusum(self.cusum_probe, out.probe, p.probing_drift);
+        let bit = (self.seq % 256) as usize;
+        if out.probe || q.ood {
+            self.suspicious[bit / 64] |= 1 << (bit % 64);
+        } else {
+            self.suspicious[bit / 64] &= !(1 << (bit % 64));
+        }
         self.cusum_ood = cusum(self.cusum_ood, q.ood, p.ood_drift);
         self.cusum_boundary = cusum(self.cusum_boundary, q.low_margin, p.boundary_drift);
 
@@ -483,11 +493,17 @@ impl Tracker {
         }
     }
 
-    /// Recent fingerprint keys (for the global index), as `(key, age in queries)`.
+    /// Fingerprint keys of the recent queries that were themselves suspicious (probing or
+    /// out of distribution), for the global index: a flagged consumer's natural-looking
+    /// queries are not published, so benign consumers replaying the same data are not linked.
     pub fn recent_keys(&self, history: u32) -> impl Iterator<Item = u64> + '_ {
+        let history = history.min(256);
         self.fp.iter().enumerate().filter_map(move |(slot, &e)| {
-            let age = self.seq.wrapping_sub((e as u32) & SEQ_MASK) & SEQ_MASK;
-            (e != 0 && age < history).then(|| global_key_parts(e >> 24, slot))
+            let seq = (e as u32) & SEQ_MASK;
+            let age = self.seq.wrapping_sub(seq) & SEQ_MASK;
+            let bit = (seq % 256) as usize;
+            let suspicious = self.suspicious[bit / 64] & (1 << (bit % 64)) != 0;
+            (e != 0 && age < history && suspicious).then(|| global_key_parts(e >> 24, slot))
         })
     }
 }

@@ -6,6 +6,9 @@
 //! MODELGATE_BIN=target/release/modelgate \
 //!   cargo run --release -p modelgate-e2e --bin extraction-eval -- --consumers 3000 --seeds 5 --out docs/EXTRACTION.md
 //! ```
+//!
+//! `--consumers`: benign consumers (default 3000); `--seeds`: runs per attack (default 5);
+//! `--mixed`: benign consumers replaying after attacks on one gateway (default 300, 0: skip).
 
 use std::process::Command;
 
@@ -15,6 +18,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut consumers = 3000usize;
     let mut seeds = 5usize;
+    let mut mixed = 300usize;
     let mut out = modelgate_e2e::repo_root().join("docs/EXTRACTION.md");
     let mut i = 0;
     while i < args.len() {
@@ -22,12 +26,14 @@ fn main() {
         match args[i].as_str() {
             "--consumers" => consumers = value.parse().unwrap_or_else(|_| usage()),
             "--seeds" => seeds = value.parse().unwrap_or_else(|_| usage()),
+            "--mixed" => mixed = value.parse().unwrap_or_else(|_| usage()),
             "--out" => out = value.into(),
             _ => usage(),
         }
         i += 2;
     }
-    let config = EvalConfig::full(consumers, seeds);
+    let mut config = EvalConfig::full(consumers, seeds);
+    config.mixed_consumers = mixed;
     let evaluation = eval::evaluate(&config, |line| eprintln!("{line}"));
     let gateway = modelgate_e2e::gateway::binary();
     let provenance = report::Provenance {
@@ -85,6 +91,6 @@ fn shell(cmd: &str, args: &[&str]) -> String {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: extraction-eval [--consumers N] [--seeds N] [--out FILE]");
+    eprintln!("usage: extraction-eval [--consumers N] [--seeds N] [--mixed N] [--out FILE]");
     std::process::exit(2)
 }

@@ -49,6 +49,8 @@ pub struct EvalConfig {
     /// Train substitutes for every run; `false` trains only those the targets need
     /// (Jacobian and equation solving), which keeps a debug-build quick run fast.
     pub all_agreements: bool,
+    /// Benign consumers of the mixed phase (0: no mixed phase).
+    pub mixed_consumers: usize,
     /// Rows of the random evaluation set (agreement on the attack's own input distribution).
     pub random_eval_rows: usize,
 }
@@ -65,6 +67,7 @@ impl EvalConfig {
             benign_group_size: 10,
             benign_threads: 8,
             all_agreements: true,
+            mixed_consumers: 300,
             random_eval_rows: 500,
         }
     }
@@ -80,6 +83,7 @@ impl EvalConfig {
             benign_group_size: 10,
             benign_threads: 4,
             all_agreements: false,
+            mixed_consumers: 0,
             random_eval_rows: 500,
         }
     }
@@ -556,15 +560,51 @@ pub struct BenignResult {
 /// order, sorted by class, small noise, byte-identical retries, bursts of batched rows,
 /// mixed), in groups of `benign_group_size`, on one fresh guarded gateway.
 pub fn run_benign(bench: &Bench, config: &EvalConfig) -> BenignResult {
-    let started = Instant::now();
     let gateway = gateway_setup(true, &bench.signer.secret).start();
-    let n = config.benign_consumers;
+    benign_on(&gateway, bench, config, config.benign_consumers)
+}
+
+/// The mixed phase: every attack (seed 1, single key) runs to its end on one guarded gateway
+/// (flagged attackers publish their fingerprints to the global index), then `n` benign
+/// consumers replay the held-out rows on the same gateway. Returns the attackers that reached
+/// harden or stronger, and what the benign consumers experienced (flagged attackers excluded).
+pub fn run_mixed(bench: &Bench, config: &EvalConfig, n: usize) -> (Vec<String>, BenignResult) {
+    let gateway = gateway_setup(true, &bench.signer.secret).start();
+    let mut client = Client::new(gateway.addr);
+    for kind in &config.attacks {
+        let token = bench.signer.token(&format!("mixed-{}", kind.name()), None);
+        let mut attack = kind.build(Space::DIGITS, &bench.natural, 1);
+        while let Some(q) = attack.next_query() {
+            match client.infer(&token, &q) {
+                Answer::Probabilities(p) => attack.answer(&q, &p),
+                _ => break,
+            }
+        }
+    }
+    let attackers: Vec<String> = suspects(gateway.admin)
+        .into_iter()
+        .filter(|(_, r)| *r >= 2)
+        .map(|(id, _)| id)
+        .collect();
+    let mut benign = benign_on(&gateway, bench, config, n);
+    benign
+        .flagged_consumers
+        .retain(|c| !c.starts_with("mixed-"));
+    (attackers, benign)
+}
+
+fn benign_on(
+    gateway: &GatewayProcess,
+    bench: &Bench,
+    config: &EvalConfig,
+    n: usize,
+) -> BenignResult {
+    let started = Instant::now();
     let threads = config.benign_threads.max(1);
     let behaviours = BenignBehaviour::ALL;
     let results: Vec<(usize, usize, usize, Vec<usize>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|w| {
-                let gateway = &gateway;
                 s.spawn(move || {
                     let mut client = Client::new(gateway.addr);
                     let (mut requests, mut rows, mut refused) = (0, 0, 0);
@@ -638,6 +678,9 @@ pub fn run_benign(bench: &Bench, config: &EvalConfig) -> BenignResult {
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub benign: BenignResult,
+    /// The mixed phase (`mixed_consumers` > 0): attackers flagged, then benign consumers on
+    /// the same gateway.
+    pub mixed: Option<(Vec<String>, BenignResult)>,
     pub single: Vec<AttackRun>,
     pub split: Vec<AttackRun>,
     /// Rows of the random evaluation set.
@@ -661,6 +704,15 @@ pub fn evaluate(config: &EvalConfig, mut progress: impl FnMut(&str)) -> Evaluati
         benign.flagged_consumers.len() + benign.flagged_groups.len(),
         benign.seconds
     ));
+    let mixed = (config.mixed_consumers > 0).then(|| {
+        let (attackers, benign) = run_mixed(&bench, config, config.mixed_consumers);
+        progress(&format!(
+            "mixed: attackers flagged {attackers:?}; {} benign consumers, {} flagged",
+            benign.consumers,
+            benign.flagged_consumers.len() + benign.flagged_groups.len()
+        ));
+        (attackers, benign)
+    });
     let mut single = Vec::new();
     let mut split = Vec::new();
     for &seed in &config.seeds {
@@ -684,6 +736,7 @@ pub fn evaluate(config: &EvalConfig, mut progress: impl FnMut(&str)) -> Evaluati
     };
     Evaluation {
         benign,
+        mixed,
         single,
         split,
         random_rows: bench.random_rows.len(),
