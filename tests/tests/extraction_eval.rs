@@ -1,6 +1,6 @@
 //! The quick version of the model-extraction evaluation (issue #6) over HTTP: 60 benign
-//! consumers and one run (seed 1) of every attack, single key and split over ten keys of one
-//! group, against real gateways; asserts the issue's targets where the gateway meets them and
+//! consumers, 30 more after every attack ran on their gateway, and one run (seed 1) of every
+//! attack, single key and split over ten keys of one group, against real gateways; asserts the issue's targets where the gateway meets them and
 //! names the gaps where it does not. The full run is `extraction-eval` (docs/EXTRACTION.md).
 
 #![allow(clippy::unwrap_used)]
@@ -39,6 +39,14 @@ fn quick_extraction_evaluation_meets_the_targets() {
         b.flagged_groups
     );
     assert_eq!(b.refused, 0, "benign requests refused");
+    // ...also on a gateway where every attack ran first (flagged attackers publish to the
+    // global fingerprint index).
+    let (attackers, m) = e.mixed.as_ref().unwrap();
+    assert!(attackers.len() >= 4, "attackers flagged: {attackers:?}");
+    assert!(
+        m.flagged_consumers.is_empty() && m.flagged_groups.is_empty() && m.refused == 0,
+        "benign after attacks: {m:?}"
+    );
 
     // Probing attacks detected (harden) in ≤ 5 queries; random and OOD in ≤ 10.
     for (kind, limit) in [

@@ -289,7 +289,7 @@ pub fn ood_pool(space: Space, natural: &[(Vec<f32>, usize)], n: usize, seed: u64
                     let cell = 1 + rng.below(2);
                     for y in 0..side {
                         for x in 0..side {
-                            if (x / cell + y / cell) % 2 == 0 {
+                            if (x / cell + y / cell).is_multiple_of(2) {
                                 img[y * side + x] = hi;
                             }
                         }
@@ -581,7 +581,7 @@ impl Nes {
     }
 
     fn probe(&self, i: usize) -> Vec<f32> {
-        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
         self.x
             .iter()
             .zip(&self.directions[i / 2])

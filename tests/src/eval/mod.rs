@@ -72,7 +72,7 @@ impl EvalConfig {
         }
     }
 
-    /// The test suite's version: a small sample, one seed.
+    /// The test suite's version: a small sample, one seed, 30 consumers in the mixed phase.
     pub fn quick() -> Self {
         EvalConfig {
             seeds: vec![1],
@@ -83,7 +83,7 @@ impl EvalConfig {
             benign_group_size: 10,
             benign_threads: 4,
             all_agreements: false,
-            mixed_consumers: 0,
+            mixed_consumers: 30,
             random_eval_rows: 500,
         }
     }
@@ -730,7 +730,7 @@ pub fn evaluate(config: &EvalConfig, mut progress: impl FnMut(&str)) -> Evaluati
         }
     }
     let majority = |labels: &[usize]| {
-        let mut counts = vec![0usize; Space::DIGITS.k];
+        let mut counts = [0usize; Space::DIGITS.k];
         labels.iter().for_each(|l| counts[*l] += 1);
         counts.iter().max().copied().unwrap_or(0) as f64 / labels.len().max(1) as f64
     };
