@@ -383,8 +383,10 @@ pub struct AttackRun {
     pub reference_final: Option<(f64, f64)>,
     /// Queries the attack sent to the reference gateway (its full budget).
     pub reference_queries: usize,
-    /// Jacobian: agreement of the substitute from the seed set alone (with the gateway).
+    /// Jacobian: agreement of the substitute from the seed set alone, with the gateway and
+    /// without it.
     pub seed_only: Option<(f64, f64)>,
+    pub reference_seed_only: Option<(f64, f64)>,
     pub seconds: f64,
 }
 
@@ -508,18 +510,19 @@ pub fn run_attack(
     };
     let detected = first[2];
     let seeds = kind.seed_queries(Space::DIGITS);
-    let (at_detection, final_agreement, reference_at_detection, reference_final, seed_only) =
-        if wants {
-            (
-                detected.map(|n| train(&queries, &answers, n)),
-                Some(train(&queries, &answers, queries.len())),
-                detected.map(|n| train(&ref_queries, &ref_answers, n)),
-                Some(train(&ref_queries, &ref_answers, ref_queries.len())),
-                (kind == AttackKind::Jacobian).then(|| train(&queries, &answers, seeds)),
-            )
-        } else {
-            (None, None, None, None, None)
-        };
+    let (at_detection, final_agreement, reference_at_detection, reference_final) = if wants {
+        (
+            detected.map(|n| train(&queries, &answers, n)),
+            Some(train(&queries, &answers, queries.len())),
+            detected.map(|n| train(&ref_queries, &ref_answers, n)),
+            Some(train(&ref_queries, &ref_answers, ref_queries.len())),
+        )
+    } else {
+        (None, None, None, None)
+    };
+    let jacobian = kind == AttackKind::Jacobian;
+    let seed_only = jacobian.then(|| train(&queries, &answers, seeds));
+    let reference_seed_only = jacobian.then(|| train(&ref_queries, &ref_answers, seeds));
     AttackRun {
         kind,
         seed,
@@ -535,6 +538,7 @@ pub fn run_attack(
         reference_final,
         reference_queries: ref_queries.len(),
         seed_only,
+        reference_seed_only,
         seconds: started.elapsed().as_secs_f64(),
     }
 }

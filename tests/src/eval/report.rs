@@ -394,14 +394,15 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
         let flagged = m.flagged_consumers.len();
         let _ = writeln!(
             out,
-            "### Benign traffic after attacks on the same gateway
-
-             Every attack (seed 1, one key each) first ran to its end on one guarded gateway;              flagged attackers publish their recent fingerprints to the global index, which              links other consumers' near-duplicate queries to them. Then {} benign consumers              replayed the held-out rows there, as above ({} requests).
-
-             - Attackers at harden or stronger: {}
-             - Benign consumers flagged: {} ({:.2} %; 95 % upper bound {:.2} %), groups flagged: {}{}
-             - Benign requests not answered 200: {}
-",
+            "### Benign traffic after attacks on the same gateway\n\n\
+             Every attack (seed 1, one key each) first ran to its end on one guarded gateway; \
+             flagged attackers publish the fingerprints of their suspicious queries to the \
+             global index, which links other consumers' near-duplicate queries to them. Then {} \
+             benign consumers replayed the held-out rows there, as above ({} requests).\n\n\
+             - Attackers at harden or stronger: {}\n\
+             - Benign consumers flagged: {} ({:.2} %; 95 % upper bound {:.2} %), groups \
+             flagged: {}{}\n\
+             - Benign requests not answered 200: {}\n",
             m.consumers,
             m.requests,
             if attackers.is_empty() {
@@ -494,18 +495,24 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
     let _ = writeln!(
         out,
         "\n## Jacobian augmentation in detail\n\n\
-         | seed | seed set alone | at detection | detected at | final with gateway | without gateway, full budget |\n|---|---|---|---|---|---|"
+         Agreement (%) of the substitute from the seed set alone, at detection and at the end, \
+         with the gateway; and without it, from the seed set alone and at the full budget (the \
+         augmentation's own gain).\n\n\
+         | seed | seed set alone | at detection | detected at | final with gateway (queries) | without gateway: seed set alone | without gateway: full budget |\n|---|---|---|---|---|---|---|"
     );
     for r in e.single.iter().filter(|r| r.kind == AttackKind::Jacobian) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} ({}) | {} | {} ({}) |",
             r.seed,
             pct(r.seed_only),
             pct(r.at_detection),
             show(r.detected_at()),
             pct(r.final_agreement),
-            pct(r.reference_final)
+            r.answered,
+            pct(r.reference_seed_only),
+            pct(r.reference_final),
+            r.reference_queries
         );
     }
     let _ = writeln!(out, "{LIMITS}");
