@@ -38,7 +38,7 @@ fn main() {
     let gateway = modelgate_e2e::gateway::binary();
     let provenance = report::Provenance {
         command: format!(
-            "{}cargo run --release -p modelgate-e2e --bin extraction-eval -- {}",
+            "cargo build --release --bins && {}cargo run --release -p modelgate-e2e --bin extraction-eval -- {}",
             std::env::var("MODELGATE_BIN")
                 .map(|b| format!("MODELGATE_BIN={b} "))
                 .unwrap_or_default(),
@@ -47,7 +47,9 @@ fn main() {
         date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         git_rev: {
             let rev = shell("git", &["rev-parse", "--short", "HEAD"]);
-            let dirty = !shell("git", &["status", "--porcelain"]).is_empty();
+            // The report itself does not count as a change.
+            let exclude = format!(":(exclude){}", out.display());
+            let dirty = !shell("git", &["status", "--porcelain", "--", ".", &exclude]).is_empty();
             if dirty {
                 format!("{rev} (with uncommitted changes)")
             } else {

@@ -136,10 +136,18 @@ pub fn targets(e: &Evaluation) -> Vec<Target> {
         name: "Jacobian augmentation detected before its substitute gains 2 points over its seed set alone".into(),
         holds: Some(!gains.is_empty() && gains.iter().all(|g| g.is_some_and(|g| g < 0.02))),
         detail: format!(
-            "gain at detection per run (points): {}",
+            "gain at detection per run (points): {}; for comparison, the gain the augmentation \
+             makes without the gateway at its full budget: {}",
             gains
                 .iter()
                 .map(|g| g.map_or("undetected".into(), |g| format!("{:+.1}", 100.0 * g)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            jac.iter()
+                .map(|r| match (r.reference_final, r.reference_seed_only) {
+                    (Some(f), Some(s)) => format!("{:+.1}", 100.0 * (f.0 - s.0)),
+                    _ => "—".into(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -528,9 +536,10 @@ agreement with and without the gateway is in the tables: rounding costs it littl
 out near-duplicate and PRADA signals because benign members replaying the same data \
 near-duplicate each other. Member keys are hardened one by one (\"any member at harden\").\n\
 - Substitutes are softmax regressions (deterministic, fast); a deeper substitute could get \
-more out of the same answers. The Jacobian attack uses λ = 30 % of the range, where its \
-augmentation helps this substitute without a gateway at all; its gain is noisy from seed to \
-seed (see the \"without gateway\" column).\n\
+more out of the same answers. With this substitute the Jacobian augmentation (λ = 30 % of \
+the range, where it helped in process on average) gains little or even loses agreement \
+without any gateway on many seeds (last column of the Jacobian table): the Jacobian target \
+is only informative on the seeds where the augmentation does gain.\n\
 - Detection is read from `GET /admin/suspects` after every answered query, so the counts are \
 exact for one-row requests. The detector runs on wall-clock time; a run takes seconds, so \
 volume decay (half-life one day) and holds (15 min) play no part.\n\
