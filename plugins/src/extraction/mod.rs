@@ -12,7 +12,8 @@
 //!   `fingerprint_match` of its salted, quantised sliding-window hashes with one of the
 //!   consumer's recent queries (Blacklight, USENIX Security 2022), or lies within
 //!   `near_distance` of a same-class prototype, or continues a straight line through the
-//!   two previous queries (line search), or near-duplicates a recent query of an already
+//!   two previous queries (line search; a return to the row before last is a revisit, not a
+//!   line step), or near-duplicates a recent query of an already
 //!   flagged consumer (global index). Exact retries are exempt.
 //! - **distance** — PRADA (EuroS&P 2019): the minimum distance of each query to bounded
 //!   per-class prototypes of the consumer's earlier queries; Royston's Shapiro–Wilk z on

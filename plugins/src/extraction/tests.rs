@@ -608,6 +608,27 @@ fn a_flagged_attackers_natural_queries_do_not_link_benign_replays() {
     }
 }
 
+/// Members of a group alternately querying (noisy copies of) the same two rows — A, B, A′,
+/// B′, … in the group's merged stream — revisit points; that is not a line search.
+#[test]
+fn group_members_revisiting_rows_are_not_a_line_search() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let det = detector();
+    let mut rng = SplitMix64::new(21);
+    let mut t = T0;
+    for i in 0..12 {
+        let caller = testkit::caller(&format!("member-{i}"), Some("org"));
+        let row: Vec<f32> = rows[i % 2]
+            .iter()
+            .map(|x| (x + 0.3 * rng.normal() as f32).clamp(0.0, 16.0))
+            .collect();
+        let a = feed(&det, &mlp, &Identity::of(&caller), &[row], &mut t);
+        let g = a[0].group.as_ref().expect("group view");
+        assert_eq!(g.action, Action::None, "query {i}: {g:?}");
+    }
+}
+
 #[test]
 fn idle_state_is_evicted_and_capacity_is_capped() {
     let mlp = DigitsMlp::load();

@@ -13,6 +13,8 @@ pub(crate) const DUP_RING: usize = 64;
 pub(crate) const COVERAGE_BITS: usize = 4096;
 /// Recent distinct rows (u8-quantised) kept for the near-duplicate distance check.
 pub(crate) const RECENT: usize = 16;
+/// A query within this fraction of the last step from the row before last revisits it.
+const REVISIT_FRACTION: f64 = 0.25;
 /// Most fingerprint hashes kept per query.
 pub(crate) const MAX_HASHES: usize = 32;
 /// Fingerprint sequence numbers are 24 bits.
@@ -461,21 +463,26 @@ impl Tracker {
         self.proto_len[c] = (usize::from(self.proto_len[c]) + 1).min(per) as u8;
     }
 
-    /// |cos| of the angle between (last − previous) and (query − last).
+    /// |cos| of the angle between (last − previous) and (query − last). `None` when the
+    /// query returns to (near) the previous row: A, B, A′ is a revisit, not a line step
+    /// (members of a group replaying the same rows produce it; a bisection step never comes
+    /// back closer than half its previous step).
     fn step_cosine(&self, d: usize, q16: &[u16]) -> Option<f32> {
         if self.last_count < 2 {
             return None;
         }
         let (last, prev) = self.last.split_at(d);
-        let (mut dot, mut n1, mut n2) = (0f64, 0f64, 0f64);
+        let (mut dot, mut n1, mut n2, mut back) = (0f64, 0f64, 0f64, 0f64);
         for ((&a, &b), &c) in prev.iter().zip(last).zip(q16) {
             let s1 = f64::from(b) - f64::from(a);
             let s2 = f64::from(c) - f64::from(b);
+            let r = f64::from(c) - f64::from(a);
             dot += s1 * s2;
             n1 += s1 * s1;
             n2 += s2 * s2;
+            back += r * r;
         }
-        if n1 == 0.0 || n2 == 0.0 {
+        if n1 == 0.0 || n2 == 0.0 || back < REVISIT_FRACTION * REVISIT_FRACTION * n1 {
             return None;
         }
         Some((dot.abs() / (n1.sqrt() * n2.sqrt())) as f32)

@@ -555,6 +555,8 @@ pub struct BenignResult {
     /// Consumers / groups the detector listed at any rung (observe or stronger).
     pub flagged_consumers: Vec<String>,
     pub flagged_groups: Vec<String>,
+    /// What the admin API said about each flagged one (action, reason, scores).
+    pub flagged_details: Vec<String>,
     /// Requests per behaviour.
     pub per_behaviour: Vec<(String, usize)>,
     pub seconds: f64,
@@ -645,6 +647,30 @@ fn benign_on(
             .collect()
     });
     let listed = suspects(gateway.admin);
+    let details: Vec<String> =
+        client::get(gateway.admin, "/admin/suspects").json()["routes"]["digits"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| {
+                        !s["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .starts_with("consumer:mixed-")
+                    })
+                    .map(|s| {
+                        format!(
+                            "{} {} (reason {}, combined {:.2}, scores {})",
+                            s["id"].as_str().unwrap_or_default(),
+                            s["action"].as_str().unwrap_or_default(),
+                            s["reason"].as_str().unwrap_or_default(),
+                            s["combined"].as_f64().unwrap_or_default(),
+                            s["scores"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
     let mut result = BenignResult {
         consumers: n,
         groups: n.div_ceil(config.benign_group_size.max(1)),
@@ -674,6 +700,16 @@ fn benign_on(
             result.flagged_groups.push(name.to_string());
         }
     }
+    result.flagged_details = details;
+    // The audit records say which signal fired when (the admin view shows scores now).
+    result.flagged_details.extend(
+        gateway
+            .logs()
+            .lines()
+            .filter(|l| l.contains("\"event\":\"extraction_suspected\"") && !l.contains("mixed-"))
+            .take(10)
+            .map(|l| l.chars().skip_while(|c| *c != '{').collect::<String>()),
+    );
     result.seconds = started.elapsed().as_secs_f64();
     result
 }
@@ -702,11 +738,12 @@ pub fn evaluate(config: &EvalConfig, mut progress: impl FnMut(&str)) -> Evaluati
     let bench = Bench::new(config);
     let benign = run_benign(&bench, config);
     progress(&format!(
-        "benign: {} consumers, {} requests, {} flagged, {:.1} s",
+        "benign: {} consumers, {} requests, {} flagged, {:.1} s {:?}",
         benign.consumers,
         benign.requests,
         benign.flagged_consumers.len() + benign.flagged_groups.len(),
-        benign.seconds
+        benign.seconds,
+        benign.flagged_details
     ));
     let mixed = (config.mixed_consumers > 0).then(|| {
         let (attackers, benign) = run_mixed(&bench, config, config.mixed_consumers);

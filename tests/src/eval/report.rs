@@ -398,6 +398,12 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
         100.0 * flagged as f64 / b.consumers.max(1) as f64,
         100.0 * clopper_pearson_upper(flagged, b.consumers, 0.05),
     );
+    for d in &b.flagged_details {
+        let _ = writeln!(out, "- Flagged: `{d}`");
+    }
+    if !b.flagged_details.is_empty() {
+        let _ = writeln!(out);
+    }
     if let Some((attackers, m)) = &e.mixed {
         let flagged = m.flagged_consumers.len();
         let _ = writeln!(
