@@ -549,6 +549,9 @@ is only informative on the seeds where the augmentation does gain.\n\
 - Detection is read from `GET /admin/suspects` after every answered query, so the counts are \
 exact for one-row requests. The detector runs on wall-clock time; a run takes seconds, so \
 volume decay (half-life one day) and holds (15 min) play no part.\n\
+- Runs are not bit-for-bit repeatable: each gateway draws a random fingerprint salt and \
+concurrent benign members interleave differently, so the benign figures are one sample; \
+rare group-level events show up only over repeated full runs.\n\
 - One model (the bundled 64-feature digits MLP) and its shipped profile; other models need \
 their own calibration and evaluation.";
 
