@@ -1,7 +1,7 @@
 //! A real `modelgate serve` process on free loopback ports, killed on drop.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,15 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> → target/<profile>/modelgate
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("modelgate"))
-        .expect("target dir");
+    // target/<profile>/deps/<test> → target/<profile>/modelgate; a bin (extraction-eval) sits
+    // in target/<profile>/ itself.
+    let dir = exe.parent().expect("exe dir");
+    let path = [Some(dir), dir.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("modelgate"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("modelgate"));
     assert!(
         path.is_file(),
         "{} is missing: build it first (`cargo build --bin modelgate`; scripts/test.sh does)",

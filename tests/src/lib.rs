@@ -5,6 +5,7 @@
 //! path in `MODELGATE_BIN`.
 
 pub mod client;
+pub mod eval;
 pub mod gateway;
 pub mod upstream;
 

@@ -502,9 +502,14 @@ impl Detector {
         e.group = who.group.map(str::to_string);
         e.tracker
             .add_volume(n, now, self.options.volume_half_life_secs);
-        for (q, link) in queries.iter().zip(&links) {
-            e.tracker.ingest(&self.model, q, link.is_some());
-        }
+        let suspicious: Vec<bool> = queries
+            .iter()
+            .zip(&links)
+            .map(|(q, link)| {
+                let out = e.tracker.ingest(&self.model, q, link.is_some());
+                out.probe || q.ood
+            })
+            .collect();
         if let Some(owner) = links.iter().flatten().next()
             && let Some(name) = self.flagged_names.get(owner)
         {
@@ -521,7 +526,9 @@ impl Detector {
                 let keys: Vec<u64> = e.tracker.recent_keys(self.model.q.history).collect();
                 self.global.insert_keys(&keys, owner, now);
             }
-            for q in &queries {
+            // Only suspicious queries: a flagged consumer's natural-looking queries (a seed
+            // set, a replay) must not link benign consumers who query the same data.
+            for (q, _) in queries.iter().zip(&suspicious).filter(|(_, s)| **s) {
                 let keys: Vec<u64> = q.hashes[..q.n_hashes]
                     .iter()
                     .map(|h| global_key(*h))

@@ -12,7 +12,8 @@
 //!   `fingerprint_match` of its salted, quantised sliding-window hashes with one of the
 //!   consumer's recent queries (Blacklight, USENIX Security 2022), or lies within
 //!   `near_distance` of a same-class prototype, or continues a straight line through the
-//!   two previous queries (line search), or near-duplicates a recent query of an already
+//!   two previous queries (line search; a return to the row before last is a revisit, not a
+//!   line step), or near-duplicates a recent query of an already
 //!   flagged consumer (global index). Exact retries are exempt.
 //! - **distance** — PRADA (EuroS&P 2019): the minimum distance of each query to bounded
 //!   per-class prototypes of the consumer's earlier queries; Royston's Shapiro–Wilk z on
@@ -35,7 +36,9 @@
 //! only signals that aggregate over members (probing by line geometry, ood, boundary,
 //! coverage): members replaying the same data legitimately near-duplicate each other, so
 //! near-duplicate and distance signals are per consumer. Consumers flagged at harden or
-//! above publish their fingerprints to a global TTL-bounded index; other consumers whose
+//! above publish the fingerprints of their suspicious queries (probing or out of
+//! distribution; not their natural-looking ones, which benign consumers replaying the same
+//! data would match) to a global TTL-bounded index; other consumers whose
 //! queries match them are linked (and count them as probing).
 //!
 //! # Output hardening
@@ -59,6 +62,8 @@ mod metadata;
 mod profile;
 mod rng;
 mod shapiro;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod tracker;
 
 #[cfg(test)]

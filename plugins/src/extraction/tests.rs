@@ -2,6 +2,7 @@
 //! attacks, coalitions; plus the shipped profile, bounds and the admin view.
 
 use super::rng::SplitMix64;
+use super::sim::{self, Bisection, Classifier, LinearSoftmax, Space};
 use super::testkit::{self, CentroidSoftmax, DigitsMlp, Oracle};
 use super::*;
 use crate::verdict::Code;
@@ -36,29 +37,20 @@ fn first_at(a: &[Assessment], action: Action) -> Option<usize> {
 }
 
 fn uniform_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n)
-        .map(|_| (0..64).map(|_| (rng.next_f64() * 16.0) as f32).collect())
-        .collect()
+    sim::uniform_rows(Space::DIGITS, n, seed)
 }
 
 /// Binary search for the decision boundary between rows `a` and `b` (different classes).
 fn line_search(oracle: &dyn Oracle, a: &[f32], b: &[f32], steps: usize) -> Vec<Vec<f32>> {
     let class = |r: &[f32]| super::harden::argmax(&oracle.predict(r));
-    let ca = class(a);
-    let (mut lo, mut hi) = (0.0f32, 1.0f32);
-    let mut out = Vec::new();
-    for _ in 0..steps {
-        let t = (lo + hi) / 2.0;
-        let x: Vec<f32> = a.iter().zip(b).map(|(p, q)| p + t * (q - p)).collect();
-        if class(&x) == ca {
-            lo = t;
-        } else {
-            hi = t;
-        }
-        out.push(x);
-    }
-    out
+    let mut search = Bisection::new(a.to_vec(), b.to_vec(), class(a));
+    (0..steps)
+        .map(|_| {
+            let x = search.point();
+            search.update(class(&x));
+            x
+        })
+        .collect()
 }
 
 #[test]
@@ -536,37 +528,18 @@ fn default_hardening_defeats_equation_solving_at_d_plus_one() {
     let queries = uniform_rows(d + 1, 77);
     let test = uniform_rows(500, 78);
     let agreement = |policy: OutputPolicy| {
-        // Solve log(p_c) − mean_c log(p) = w_c·x + b_c by least squares (normal equations).
-        let mut ata = vec![0f64; (d + 1) * (d + 1)];
-        let mut atb = vec![0f64; (d + 1) * 10];
-        for q in &queries {
-            let mut p = mlp.predict(q);
-            harden_outputs(&mut p, 10, policy);
-            let l: Vec<f64> = p.iter().map(|v| f64::from(v.max(1e-6)).ln()).collect();
-            let mean = l.iter().sum::<f64>() / 10.0;
-            let x: Vec<f64> = q.iter().map(|v| f64::from(*v)).chain([1.0]).collect();
-            for i in 0..=d {
-                for j in 0..=d {
-                    ata[i * (d + 1) + j] += x[i] * x[j];
-                }
-                for c in 0..10 {
-                    atb[i * 10 + c] += x[i] * (l[c] - mean);
-                }
-            }
-        }
-        for i in 0..=d {
-            ata[i * (d + 1) + i] += 1e-6;
-        }
-        let w = solve(&mut ata, &mut atb, d + 1, 10);
+        let answers: Vec<Vec<f32>> = queries
+            .iter()
+            .map(|q| {
+                let mut p = mlp.predict(q);
+                harden_outputs(&mut p, 10, policy);
+                p
+            })
+            .collect();
+        let model = LinearSoftmax::solve(Space::DIGITS, &queries, &answers);
         let agree = test
             .iter()
-            .filter(|x| {
-                let xs: Vec<f64> = x.iter().map(|v| f64::from(*v)).chain([1.0]).collect();
-                let scores: Vec<f32> = (0..10)
-                    .map(|c| (0..=d).map(|i| xs[i] * w[i * 10 + c]).sum::<f64>() as f32)
-                    .collect();
-                super::harden::argmax(&scores) == super::harden::argmax(&mlp.predict(x))
-            })
+            .filter(|x| model.class(x) == super::harden::argmax(&mlp.predict(x)))
             .count();
         agree as f64 / test.len() as f64
     };
@@ -575,35 +548,6 @@ fn default_hardening_defeats_equation_solving_at_d_plus_one() {
     eprintln!("equation solving agreement: full {full:.3}, rounded {rounded:.3}");
     assert!(rounded < 0.5, "{rounded}");
     assert!(rounded < full);
-}
-
-/// Gaussian elimination with partial pivoting: solves A X = B (A n×n, B n×m) in place.
-fn solve(a: &mut [f64], b: &mut [f64], n: usize, m: usize) -> Vec<f64> {
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i * n + col].abs().total_cmp(&a[j * n + col].abs()))
-            .unwrap_or(col);
-        for k in 0..n {
-            a.swap(col * n + k, pivot * n + k);
-        }
-        for k in 0..m {
-            b.swap(col * m + k, pivot * m + k);
-        }
-        let p = a[col * n + col];
-        for row in 0..n {
-            if row == col {
-                continue;
-            }
-            let f = a[row * n + col] / p;
-            for k in 0..n {
-                a[row * n + k] -= f * a[col * n + k];
-            }
-            for k in 0..m {
-                b[row * m + k] -= f * b[col * m + k];
-            }
-        }
-    }
-    (0..n * m).map(|i| b[i] / a[(i / m) * n + i / m]).collect()
 }
 
 #[test]
@@ -630,6 +574,59 @@ fn flagged_consumers_link_key_rotation() {
     let a = feed(&det, &mlp, &Identity::of(&second), &near, &mut t);
     assert_eq!(a[0].linked_to.as_deref(), Some("rotating-1"), "{:?}", a[0]);
     assert!(a.iter().any(|a| a.action >= Action::Harden));
+}
+
+/// A flagged attacker that first queried natural rows (a Jacobian seed set) publishes only
+/// its suspicious queries: benign consumers replaying those rows are not linked to it.
+#[test]
+fn a_flagged_attackers_natural_queries_do_not_link_benign_replays() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let det = detector();
+    let attacker = testkit::caller("seeded", None);
+    let mut t = T0;
+    feed(&det, &mlp, &Identity::of(&attacker), &rows[..30], &mut t);
+    let a = feed(
+        &det,
+        &mlp,
+        &Identity::of(&attacker),
+        &uniform_rows(10, 8),
+        &mut t,
+    );
+    assert!(a.last().is_some_and(|a| a.action >= Action::Harden));
+    for c in 0..20 {
+        let caller = testkit::caller(&format!("replay-{c}"), None);
+        let mut order: Vec<Vec<f32>> = rows[..30].to_vec();
+        SplitMix64::new(c).shuffle(&mut order);
+        let a = feed(&det, &mlp, &Identity::of(&caller), &order, &mut t);
+        assert!(
+            a.iter()
+                .all(|a| a.linked_to.is_none() && a.action == Action::None),
+            "replay {c}: {:?}",
+            a.iter().find(|a| a.action > Action::None)
+        );
+    }
+}
+
+/// Members of a group alternately querying (noisy copies of) the same two rows — A, B, A′,
+/// B′, … in the group's merged stream — revisit points; that is not a line search.
+#[test]
+fn group_members_revisiting_rows_are_not_a_line_search() {
+    let mlp = DigitsMlp::load();
+    let (rows, _) = testkit::holdout();
+    let det = detector();
+    let mut rng = SplitMix64::new(21);
+    let mut t = T0;
+    for i in 0..12 {
+        let caller = testkit::caller(&format!("member-{i}"), Some("org"));
+        let row: Vec<f32> = rows[i % 2]
+            .iter()
+            .map(|x| (x + 0.3 * rng.normal() as f32).clamp(0.0, 16.0))
+            .collect();
+        let a = feed(&det, &mlp, &Identity::of(&caller), &[row], &mut t);
+        let g = a[0].group.as_ref().expect("group view");
+        assert_eq!(g.action, Action::None, "query {i}: {g:?}");
+    }
 }
 
 #[test]

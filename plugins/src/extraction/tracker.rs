@@ -13,6 +13,8 @@ pub(crate) const DUP_RING: usize = 64;
 pub(crate) const COVERAGE_BITS: usize = 4096;
 /// Recent distinct rows (u8-quantised) kept for the near-duplicate distance check.
 pub(crate) const RECENT: usize = 16;
+/// A query within this fraction of the last step from the row before last revisits it.
+const REVISIT_FRACTION: f64 = 0.25;
 /// Most fingerprint hashes kept per query.
 pub(crate) const MAX_HASHES: usize = 32;
 /// Fingerprint sequence numbers are 24 bits.
@@ -214,6 +216,9 @@ pub(crate) struct Tracker {
     cusum_ood: f32,
     cusum_boundary: f32,
     distance_z: f32,
+    /// One bit per sequence number (mod 256): the query was itself suspicious (probing or
+    /// out of distribution). Only those are published to the global index.
+    suspicious: [u64; 4],
 }
 
 impl Tracker {
@@ -263,6 +268,7 @@ impl Tracker {
             cusum_ood: 0.0,
             cusum_boundary: 0.0,
             distance_z: 0.0,
+            suspicious: [0; 4],
         }
     }
 
@@ -313,6 +319,12 @@ impl Tracker {
         let line = out.cos.is_some_and(|c| c >= p.line_cosine);
         out.probe = near_fp || near_d || line || step || linked;
         self.cusum_probe = cusum(self.cusum_probe, out.probe, p.probing_drift);
+        let bit = (self.seq % 256) as usize;
+        if out.probe || q.ood {
+            self.suspicious[bit / 64] |= 1 << (bit % 64);
+        } else {
+            self.suspicious[bit / 64] &= !(1 << (bit % 64));
+        }
         self.cusum_ood = cusum(self.cusum_ood, q.ood, p.ood_drift);
         self.cusum_boundary = cusum(self.cusum_boundary, q.low_margin, p.boundary_drift);
 
@@ -451,21 +463,26 @@ impl Tracker {
         self.proto_len[c] = (usize::from(self.proto_len[c]) + 1).min(per) as u8;
     }
 
-    /// |cos| of the angle between (last − previous) and (query − last).
+    /// |cos| of the angle between (last − previous) and (query − last). `None` when the
+    /// query returns to (near) the previous row: A, B, A′ is a revisit, not a line step
+    /// (members of a group replaying the same rows produce it; a bisection step never comes
+    /// back closer than half its previous step).
     fn step_cosine(&self, d: usize, q16: &[u16]) -> Option<f32> {
         if self.last_count < 2 {
             return None;
         }
         let (last, prev) = self.last.split_at(d);
-        let (mut dot, mut n1, mut n2) = (0f64, 0f64, 0f64);
+        let (mut dot, mut n1, mut n2, mut back) = (0f64, 0f64, 0f64, 0f64);
         for ((&a, &b), &c) in prev.iter().zip(last).zip(q16) {
             let s1 = f64::from(b) - f64::from(a);
             let s2 = f64::from(c) - f64::from(b);
+            let r = f64::from(c) - f64::from(a);
             dot += s1 * s2;
             n1 += s1 * s1;
             n2 += s2 * s2;
+            back += r * r;
         }
-        if n1 == 0.0 || n2 == 0.0 {
+        if n1 == 0.0 || n2 == 0.0 || back < REVISIT_FRACTION * REVISIT_FRACTION * n1 {
             return None;
         }
         Some((dot.abs() / (n1.sqrt() * n2.sqrt())) as f32)
@@ -483,11 +500,17 @@ impl Tracker {
         }
     }
 
-    /// Recent fingerprint keys (for the global index), as `(key, age in queries)`.
+    /// Fingerprint keys of the recent queries that were themselves suspicious (probing or
+    /// out of distribution), for the global index: a flagged consumer's natural-looking
+    /// queries are not published, so benign consumers replaying the same data are not linked.
     pub fn recent_keys(&self, history: u32) -> impl Iterator<Item = u64> + '_ {
+        let history = history.min(256);
         self.fp.iter().enumerate().filter_map(move |(slot, &e)| {
-            let age = self.seq.wrapping_sub((e as u32) & SEQ_MASK) & SEQ_MASK;
-            (e != 0 && age < history).then(|| global_key_parts(e >> 24, slot))
+            let seq = (e as u32) & SEQ_MASK;
+            let age = self.seq.wrapping_sub(seq) & SEQ_MASK;
+            let bit = (seq % 256) as usize;
+            let suspicious = self.suspicious[bit / 64] & (1 << (bit % 64)) != 0;
+            (e != 0 && age < history && suspicious).then(|| global_key_parts(e >> 24, slot))
         })
     }
 }

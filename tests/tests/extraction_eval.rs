@@ -1,0 +1,122 @@
+//! The quick version of the model-extraction evaluation (issue #6) over HTTP: 60 benign
+//! consumers, 30 more after every attack ran on their gateway, and one run (seed 1) of every
+//! attack, single key and split over ten keys of one group, against real gateways; asserts the issue's targets where the gateway meets them and
+//! names the gaps where it does not. The full run is `extraction-eval` (docs/EXTRACTION.md).
+
+#![allow(clippy::unwrap_used)]
+
+use modelgate_e2e::eval::{self, AttackRun, EvalConfig, Evaluation, report};
+use modelgate_plugins::extraction::sim::AttackKind;
+
+fn runs(runs: &[AttackRun], kind: AttackKind) -> Vec<&AttackRun> {
+    let found: Vec<&AttackRun> = runs.iter().filter(|r| r.kind == kind).collect();
+    assert!(!found.is_empty(), "no {} run", kind.name());
+    found
+}
+
+fn single_detected_at(e: &Evaluation, kind: AttackKind, seed: u64) -> usize {
+    e.single
+        .iter()
+        .find(|r| r.kind == kind && r.seed == seed)
+        .and_then(AttackRun::detected_at)
+        .unwrap_or_else(|| panic!("single-key {} not detected", kind.name()))
+}
+
+#[test]
+fn quick_extraction_evaluation_meets_the_targets() {
+    let e = eval::evaluate(&EvalConfig::quick(), |line| eprintln!("{line}"));
+    for t in report::targets(&e) {
+        eprintln!("[{}] {} — {}", t.verdict(), t.name, t.detail);
+    }
+
+    // Benign: 0 flagged (no consumer, no group at any rung), every request answered.
+    let b = &e.benign;
+    assert!(b.consumers >= 60 && b.requests > b.consumers * 100, "{b:?}");
+    assert!(
+        b.flagged_consumers.is_empty() && b.flagged_groups.is_empty(),
+        "benign flagged: {:?} {:?}",
+        b.flagged_consumers,
+        b.flagged_groups
+    );
+    assert_eq!(b.refused, 0, "benign requests refused");
+    // ...also on a gateway where every attack ran first (flagged attackers publish to the
+    // global fingerprint index).
+    let (attackers, m) = e.mixed.as_ref().unwrap();
+    assert!(attackers.len() >= 4, "attackers flagged: {attackers:?}");
+    assert!(
+        m.flagged_consumers.is_empty() && m.flagged_groups.is_empty() && m.refused == 0,
+        "benign after attacks: {m:?}"
+    );
+
+    // Probing attacks detected (harden) in ≤ 5 queries; random and OOD in ≤ 10.
+    for (kind, limit) in [
+        (AttackKind::LineSearch, 5),
+        (AttackKind::NesProbing, 5),
+        (AttackKind::UniformRandom, 10),
+        (AttackKind::OodPool, 10),
+    ] {
+        for r in runs(&e.single, kind) {
+            assert!(
+                r.detected_at().is_some_and(|n| n <= limit),
+                "{} seed {}: detected at {:?}",
+                kind.name(),
+                r.seed,
+                r.detected_at()
+            );
+        }
+    }
+
+    // Jacobian augmentation: detected before its substitute gains 2 points over the seed set
+    // alone (agreement on held-out rows the attacker never queried).
+    for r in runs(&e.single, AttackKind::Jacobian) {
+        let (seed_only, at_detection) = (r.seed_only.unwrap().0, r.at_detection.unwrap().0);
+        assert!(
+            at_detection - seed_only < 0.02,
+            "Jacobian gained {:.1} points before detection",
+            100.0 * (at_detection - seed_only)
+        );
+    }
+
+    // Equation solving (Tramèr, d + 1 random rows, full probabilities expected): held under
+    // 50 % agreement by the gateway.
+    for r in runs(&e.single, AttackKind::EquationRandom) {
+        let with = r.final_agreement.unwrap().0;
+        assert!(with < 0.5, "equation solving (random rows) reached {with}");
+    }
+    // GAP (docs/EXTRACTION.md): with d + 1 in-distribution rows the queries look benign, the
+    // default rounding is all that applies, and agreement stays above 50 %. What holds: the
+    // rounding costs the attack agreement against raw outputs.
+    for r in runs(&e.single, AttackKind::EquationInDistribution) {
+        let (with, without) = (r.final_agreement.unwrap().0, r.reference_final.unwrap().0);
+        assert!(with < without, "rounding did not hurt: {with} vs {without}");
+    }
+
+    // Split over 10 keys of one group: caught as one (group at harden) within 2× the
+    // single-key query count — for random, OOD, Jacobian and line-search attacks.
+    for kind in [
+        AttackKind::UniformRandom,
+        AttackKind::OodPool,
+        AttackKind::Jacobian,
+        AttackKind::LineSearch,
+    ] {
+        for r in runs(&e.split, kind) {
+            let single = single_detected_at(&e, kind, r.seed);
+            assert!(
+                r.detected_at().is_some_and(|n| n <= 2 * single),
+                "split {}: group at {:?}, single key at {single}",
+                kind.name(),
+                r.detected_at()
+            );
+        }
+    }
+    // GAP (docs/EXTRACTION.md): split NES probing (near-duplicates spread over the keys) is
+    // not caught at group level — the group stream leaves out near-duplicate signals because
+    // benign members replaying the same data near-duplicate each other. What holds: member
+    // keys are still hardened one by one.
+    for r in runs(&e.split, AttackKind::NesProbing) {
+        assert!(
+            r.member_first_harden.is_some(),
+            "split NES probing: no member key hardened"
+        );
+    }
+}
