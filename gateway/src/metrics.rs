@@ -106,6 +106,8 @@ impl<K: Eq + Hash + Clone> Histograms<K> {
 /// What one finished request contributes.
 pub struct RequestRecord {
     pub route: Arc<str>,
+    /// The route's model (`model` routes); empty otherwise.
+    pub model: Option<Arc<str>>,
     pub status: u16,
     pub code: &'static str,
     pub total: Duration,
@@ -118,10 +120,13 @@ pub struct RequestRecord {
     pub denied_at: Option<&'static str>,
 }
 
+/// `modelgate_requests_total` labels: route, model, status, code.
+type RequestLabels = (Arc<str>, Option<Arc<str>>, u16, &'static str);
+
 /// All gateway metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Counters<(Arc<str>, u16, &'static str)>,
+    requests: Counters<RequestLabels>,
     latency: Histograms<Arc<str>>,
     upstream_latency: Histograms<Arc<str>>,
     added_latency: Histograms<Arc<str>>,
@@ -141,8 +146,10 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a finished request and its latencies.
     pub fn request(&self, r: &RequestRecord) {
-        self.requests
-            .add(&(Arc::clone(&r.route), r.status, r.code), 1);
+        self.requests.add(
+            &(Arc::clone(&r.route), r.model.clone(), r.status, r.code),
+            1,
+        );
         self.latency.observe(&r.route, r.total);
         if let Some(up) = r.upstream {
             self.upstream_latency.observe(&r.route, up);
@@ -199,14 +206,15 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP modelgate_requests_total Requests by route, status and error code.\n# TYPE modelgate_requests_total counter\n");
+        out.push_str("# HELP modelgate_requests_total Requests by route, model, status and error code.\n# TYPE modelgate_requests_total counter\n");
         let mut requests = self.requests.snapshot();
         requests.sort();
-        for ((route, status, code), n) in requests {
+        for ((route, model, status, code), n) in requests {
             let _ = writeln!(
                 out,
-                "modelgate_requests_total{{route=\"{}\",status=\"{status}\",code=\"{code}\"}} {n}",
-                escape(&route)
+                "modelgate_requests_total{{route=\"{}\",model=\"{}\",status=\"{status}\",code=\"{code}\"}} {n}",
+                escape(&route),
+                escape(model.as_deref().unwrap_or(""))
             );
         }
         render_histograms(
@@ -362,6 +370,7 @@ mod tests {
         let m = Metrics::default();
         let record = |status, code, ms| RequestRecord {
             route: Arc::from("digits"),
+            model: None,
             status,
             code,
             total: Duration::from_millis(ms),
@@ -389,10 +398,12 @@ mod tests {
         assert!(text.contains("modelgate_limiter_table_bytes 4096\n"));
         assert!(text.contains("modelgate_upstream_up{route=\"r\",upstream=\"127.0.0.1:9\"} 0"));
         assert!(
-            text.contains("modelgate_requests_total{route=\"digits\",status=\"200\",code=\"\"} 2"),
+            text.contains(
+                "modelgate_requests_total{route=\"digits\",model=\"\",status=\"200\",code=\"\"} 2"
+            ),
             "{text}"
         );
-        assert!(text.contains("modelgate_requests_total{route=\"digits\",status=\"401\",code=\"missing_credentials\"} 1"));
+        assert!(text.contains("modelgate_requests_total{route=\"digits\",model=\"\",status=\"401\",code=\"missing_credentials\"} 1"));
         assert!(text.contains(
             "modelgate_request_duration_seconds_bucket{route=\"digits\",le=\"0.001\"} 2"
         ));

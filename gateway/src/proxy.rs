@@ -82,6 +82,7 @@ impl ProxyHttp for Gateway {
         };
         METRICS.request(&RequestRecord {
             route: o.route.clone().unwrap_or_else(|| Arc::from("none")),
+            model: o.model.clone(),
             status,
             code: o.code.map_or("", |c| c.as_str()),
             total,

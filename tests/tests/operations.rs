@@ -17,9 +17,9 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
     );
     assert_eq!(get(gw.addr, "/nowhere").status, 404);
     let expected = [
-        "modelgate_requests_total{route=\"digits\",status=\"200\",code=\"\"} 2",
-        "modelgate_requests_total{route=\"digits\",status=\"400\",code=\"invalid_json\"} 1",
-        "modelgate_requests_total{route=\"none\",status=\"404\",code=\"route_not_found\"} 1",
+        "modelgate_requests_total{route=\"digits\",model=\"digits\",status=\"200\",code=\"\"} 2",
+        "modelgate_requests_total{route=\"digits\",model=\"digits\",status=\"400\",code=\"invalid_json\"} 1",
+        "modelgate_requests_total{route=\"none\",model=\"\",status=\"404\",code=\"route_not_found\"} 1",
         "modelgate_request_duration_seconds_count{route=\"digits\"} 3",
         "modelgate_config_generation 1",
     ];
