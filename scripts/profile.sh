@@ -6,6 +6,7 @@
 #
 #   PATH_KIND=full     API key + rate limit + v2 validation (64 features) -> fast upstream
 #   PATH_KIND=routing  public path-prefix route, no checks -> fast upstream
+#   PATH_KIND=auth     path-prefix route with API key auth only (an unlimited plan)
 #   PATH_KIND=nginx    nginx (bench/nginx.conf.template, master_process off) proxy_pass
 #                      -> fast upstream, the same body: the reference, counted the same way
 #
@@ -32,7 +33,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
-[[ $PATH_KIND =~ ^(full|routing|nginx)$ ]] || die "PATH_KIND must be full, routing or nginx"
+[[ $PATH_KIND =~ ^(full|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, routing, auth or nginx"
 for knob in REQUESTS WARMUP BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
@@ -68,6 +69,15 @@ key_store = "$WORK/keys.json"
 rate = "100000000/s"
 burst = 100000000
 
+[plans.internal]
+unlimited = true
+
+[[routes]]
+name = "auth"
+path_prefix = "/auth"
+[routes.http]
+upstreams = ["http://$HOST:$UPSTREAM_PORT"]
+
 [[routes]]
 name = "open"
 path_prefix = "/open"
@@ -84,6 +94,8 @@ metadata = "$ROOT/models/digits.json"
 upstreams = ["http://$HOST:$UPSTREAM_PORT"]
 EOF
 KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
+    die "cannot issue the API key"
+AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
 
 callgrind=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p")
@@ -109,6 +121,7 @@ done
 
 case $PATH_KIND in
     full) url=http://$HOST:$GATEWAY_PORT/v2/models/full/infer args=(--header "x-api-key: $KEY") ;;
+    auth) url=http://$HOST:$GATEWAY_PORT/auth/v2/models/full/infer args=(--header "x-api-key: $AUTH_KEY") ;;
     routing | nginx) url=http://$HOST:$GATEWAY_PORT/open/v2/models/full/infer args=() ;;
 esac
 send() { # requests -> the loadtest JSON report
