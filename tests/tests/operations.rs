@@ -141,10 +141,18 @@ fn audit_records_go_to_their_own_file_when_configured() {
         !audit.contains(secret),
         "a key secret reached the audit log"
     );
-    // Not on stderr as well: the access log stays there, the audit log does not.
-    let logs = gw.logs();
-    assert!(!logs.contains("\"event\":\"auth_failure\""), "{logs}");
+    // Not on stderr as well: the access log stays there (written just after the response,
+    // so wait for it), the audit log does not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let logs = loop {
+        let logs = gw.logs();
+        if logs.contains("\"duration_us\"") || std::time::Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(logs.contains("\"duration_us\""), "{logs}");
+    assert!(!logs.contains("\"event\":\"auth_failure\""), "{logs}");
 }
 
 #[test]
