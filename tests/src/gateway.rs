@@ -241,6 +241,19 @@ impl GatewayProcess {
         text
     }
 
+    /// The logs once they contain `needle` (access lines are written just after the
+    /// response), or as they are after 5 s.
+    pub fn logs_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn logs(&self) -> String {
         let read = |name: &str| {
             std::fs::read_to_string(self.setup.dir.path().join(name)).unwrap_or_default()
