@@ -220,8 +220,8 @@ impl GatewayProcess {
     /// logged, just after the response is written); panics naming the first missing line
     /// after 5 s.
     pub fn metrics_with(&self, expected: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let text = loop {
+        let mut text = String::new();
+        crate::eventually(Duration::from_secs(5), || {
             let metrics = client::get(self.admin, "/metrics");
             assert_eq!(metrics.status, 200);
             assert!(
@@ -229,12 +229,9 @@ impl GatewayProcess {
                     .header("content-type")
                     .is_some_and(|t| t.starts_with("text/plain"))
             );
-            let text = String::from_utf8_lossy(&metrics.body).into_owned();
-            if expected.iter().all(|l| text.contains(l)) || Instant::now() > deadline {
-                break text;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            text = String::from_utf8_lossy(&metrics.body).into_owned();
+            expected.iter().all(|l| text.contains(l))
+        });
         for line in expected {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
@@ -244,14 +241,12 @@ impl GatewayProcess {
     /// The logs once they contain `needle` (access lines are written just after the
     /// response), or as they are after 5 s.
     pub fn logs_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let logs = self.logs();
-            if logs.contains(needle) || Instant::now() > deadline {
-                return logs;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut logs = String::new();
+        crate::eventually(Duration::from_secs(5), || {
+            logs = self.logs();
+            logs.contains(needle)
+        });
+        logs
     }
 
     pub fn logs(&self) -> String {

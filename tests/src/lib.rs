@@ -11,6 +11,18 @@ pub mod upstream;
 
 use std::path::PathBuf;
 
+/// Polls `probe` every 20 ms until it returns true or `within` passes; the last answer.
+pub fn eventually(within: std::time::Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    probe()
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

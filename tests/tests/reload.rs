@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use modelgate_e2e::client::{self, Conn, post_bytes};
+use modelgate_e2e::eventually;
 use modelgate_e2e::gateway::{GatewayProcess, digits_route};
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 
@@ -121,18 +122,6 @@ fn sigterm_lets_an_in_flight_request_finish() {
         200,
         "the in-flight request was cut off"
     );
-}
-
-/// Polls `probe` every 50 ms until it returns true or `within` passes.
-fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    while std::time::Instant::now() < deadline {
-        if probe() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    probe()
 }
 
 fn generation(gw: &GatewayProcess) -> u64 {
