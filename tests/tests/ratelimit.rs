@@ -54,6 +54,19 @@ fn post(addr: SocketAddr, path: &str, key: &str, body: &[u8]) -> Response {
     client::post_json(addr, path, body, &format!("x-api-key: {key}\r\n"))
 }
 
+/// Waits out the last 10 s of an hour, so an hourly quota window cannot start over
+/// during the test.
+fn away_from_an_hour_boundary() {
+    let into_hour = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 3600;
+    if into_hour > 3590 {
+        std::thread::sleep(Duration::from_secs(3601 - into_hour));
+    }
+}
+
 fn holdout_rows() -> Vec<Value> {
     let text = std::fs::read_to_string(repo_root().join("models/digits_holdout.json")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
@@ -207,14 +220,7 @@ fn quota_exhausted_and_unconfigured_plans_and_public_routes() {
     let gw = setup.start();
 
     // Not across an hour boundary: the quota window would start over.
-    let into_hour = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 3600;
-    if into_hour > 3590 {
-        std::thread::sleep(Duration::from_secs(3601 - into_hour));
-    }
+    away_from_an_hour_boundary();
     // The quota is the binding limit: its numbers are reported.
     for left in [2, 1, 0] {
         let (limit, remaining, reset) = assert_admitted(&get(gw.addr, "/echo/x", &tiny));
@@ -361,14 +367,7 @@ fn refused_requests_consume_nothing() {
     ));
     let key = issue(&setup, "p", "p");
     let gw = setup.start();
-    let into_hour = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 3600;
-    if into_hour > 3590 {
-        std::thread::sleep(Duration::from_secs(3601 - into_hour));
-    }
+    away_from_an_hour_boundary();
     let infer = "/v2/models/m/infer";
     // The consumer's own quota is the binding limit on its successes: 100 per hour.
     for left in [99, 98] {
