@@ -219,7 +219,6 @@ fn quota_exhausted_and_unconfigured_plans_and_public_routes() {
     let ghost = issue(&setup, "ghost", "no-such-plan");
     let gw = setup.start();
 
-    // Not across an hour boundary: the quota window would start over.
     away_from_an_hour_boundary();
     // The quota is the binding limit: its numbers are reported.
     for left in [2, 1, 0] {
