@@ -46,7 +46,7 @@ fn on(ratio: f64) -> Telemetry {
 fn one_request(
     telemetry: &Telemetry,
     traceparent: Option<&HeaderValue>,
-) -> (String, Option<String>) {
+) -> (Option<HeaderValue>, Option<String>) {
     let mut request = telemetry.request(traceparent, "POST", "/echo/v1/predict");
     request.record(|| {
         vec![

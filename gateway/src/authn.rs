@@ -160,7 +160,7 @@ impl Authenticator {
         head: &Parts,
         peer: Option<IpAddr>,
         route: &Route,
-    ) -> Result<Caller, Denial> {
+    ) -> Result<Arc<Caller>, Denial> {
         let now = unix_now();
         if let Some(retry_after) = peer.and_then(|ip| self.failures.blocked(ip, now)) {
             let mut denial = Denial::new(
@@ -190,7 +190,7 @@ impl Authenticator {
         })
     }
 
-    async fn verify_jwt(&self, token: &str, now: u64) -> Result<Caller, AuthFailure> {
+    async fn verify_jwt(&self, token: &str, now: u64) -> Result<Arc<Caller>, AuthFailure> {
         let Some(jwt) = &self.jwt else {
             return Err(AuthFailure::Malformed("jwt_disabled"));
         };
@@ -209,10 +209,11 @@ impl Authenticator {
             }
             other => other,
         };
-        if let (Ok(caller), Some(exp)) = (&result, jwt_exp(token)) {
-            self.verified.insert(token, caller.clone(), exp, now);
+        let caller = Arc::new(result?);
+        if let Some(exp) = jwt_exp(token) {
+            self.verified.insert(token, Arc::clone(&caller), exp, now);
         }
-        result
+        Ok(caller)
     }
 
     fn credential<'a>(&self, head: &'a Parts, route: &Route) -> Option<Credential<'a>> {

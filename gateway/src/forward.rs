@@ -144,7 +144,7 @@ impl HttpUpstreams {
                 prefix_len,
                 identity,
                 in_flight,
-                &traceparent,
+                traceparent,
             )
             .await;
         if let Ok(status) = &result {
@@ -168,17 +168,20 @@ impl HttpUpstreams {
         prefix_len: usize,
         identity: &Identity<'_>,
         in_flight: &mut Option<Admission>,
-        traceparent: &str,
+        traceparent: Option<HeaderValue>,
     ) -> Result<u16, ForwardError> {
         let peer = &backend.peer;
-        let request = self.upstream_request(
-            session,
-            &backend.base_path,
-            prefix_len,
-            body.len(),
-            identity,
-            traceparent,
-        )?;
+        let body_len = body.len();
+        let request = |session: &Session| {
+            self.upstream_request(
+                session,
+                &backend.base_path,
+                prefix_len,
+                body_len,
+                identity,
+                traceparent.clone(),
+            )
+        };
         match tokio::time::timeout(
             self.total_timeout,
             exchange(
@@ -210,25 +213,40 @@ impl HttpUpstreams {
         prefix_len: usize,
         body_len: usize,
         identity: &Identity<'_>,
-        traceparent: &str,
+        traceparent: Option<HeaderValue>,
     ) -> Result<Box<RequestHeader>, ForwardError> {
         let downstream = session.req_header();
-        let original = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
-        let path_and_query = if identity.strip_query_key {
-            without_query_param(original, "api_key")
-        } else {
-            original.to_string()
-        };
-        let rest = path_and_query.get(prefix_len..).unwrap_or("");
-        let path = match &self.rewrite_prefix {
-            Some(rewrite) => join_path(base_path, &join_path(rewrite, rest)),
-            None => join_path(base_path, &path_and_query),
-        };
         let invalid = || {
             ForwardError::BeforeResponse(Denial::new(
                 Code::BadRequest,
                 "the request target is invalid",
             ))
+        };
+        let original = downstream.uri.path_and_query();
+        let uri = match original {
+            // The common case, the target unchanged: shared, not copied and parsed again.
+            Some(unchanged)
+                if unchanged.as_str().starts_with('/')
+                    && !identity.strip_query_key
+                    && self.rewrite_prefix.is_none()
+                    && base_path.trim_end_matches('/').is_empty() =>
+            {
+                http::Uri::from(unchanged.clone())
+            }
+            _ => {
+                let original = original.map_or("/", |p| p.as_str());
+                let path_and_query = if identity.strip_query_key {
+                    without_query_param(original, "api_key")
+                } else {
+                    original.to_string()
+                };
+                let rest = path_and_query.get(prefix_len..).unwrap_or("");
+                let path = match &self.rewrite_prefix {
+                    Some(rewrite) => join_path(base_path, &join_path(rewrite, rest)),
+                    None => join_path(base_path, &path_and_query),
+                };
+                http::Uri::try_from(path).map_err(|_| invalid())?
+            }
         };
         // A fresh header without Pingora's case map: each header is copied once (names and
         // values are reference-counted) instead of cloning the request and then removing
@@ -236,7 +254,7 @@ impl HttpUpstreams {
         // in lower case (HTTP header names are case-insensitive).
         let (mut parts, ()) = http::Request::builder()
             .method(downstream.method.clone())
-            .uri(http::Uri::try_from(path).map_err(|_| invalid())?)
+            .uri(uri)
             .version(Version::HTTP_11)
             .body(())
             .map_err(|_| invalid())?
@@ -265,17 +283,17 @@ impl HttpUpstreams {
         }
         if let Some(caller) = identity.caller {
             let credential = match &caller.credential {
-                CredentialKind::ApiKey { key_id } => format!("api_key:{key_id}"),
-                CredentialKind::Jwt { issuer } => format!("jwt:{issuer}"),
+                CredentialKind::ApiKey { key_id } => ["api_key:", key_id.as_str()],
+                CredentialKind::Jwt { issuer } => ["jwt:", issuer.as_str()],
             };
             for (name, value) in [
-                (X_MODELGATE_CONSUMER, caller.consumer.as_str()),
-                (X_MODELGATE_PLAN, caller.plan.as_str()),
-                (X_MODELGATE_CREDENTIAL, credential.as_str()),
+                (X_MODELGATE_CONSUMER, [caller.consumer.as_str(), ""]),
+                (X_MODELGATE_PLAN, [caller.plan.as_str(), ""]),
+                (X_MODELGATE_CREDENTIAL, credential),
             ] {
                 // A value that is not a valid header (e.g. a control character in a JWT
                 // claim) is dropped rather than forwarded.
-                if let Ok(value) = HeaderValue::from_str(value) {
+                if let Some(value) = header_value(&value) {
                     headers.insert(name, value);
                 }
             }
@@ -283,28 +301,22 @@ impl HttpUpstreams {
         if body_len > 0 || had_body_framing {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
         }
-        let peer_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = peer_ip {
-            let forwarded = match downstream
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = ip.ip().to_string();
+            let prior = downstream
                 .headers
                 .get(&X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-                _ => ip,
+                .filter(|prior| !prior.trim().is_empty());
+            let forwarded = match prior {
+                Some(prior) => header_value(&[prior, ", ", &ip]),
+                None => header_value(&[&ip]),
             };
-            headers.insert(
-                X_FORWARDED_FOR,
-                HeaderValue::try_from(forwarded).map_err(|_| invalid())?,
-            );
+            headers.insert(X_FORWARDED_FOR, forwarded.ok_or_else(invalid)?);
         }
-        headers.insert(
-            TRACEPARENT,
-            HeaderValue::from_str(traceparent).map_err(|_| invalid())?,
-        );
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT, traceparent);
+        }
         Ok(Box::new(RequestHeader::from(parts)))
     }
 }
@@ -318,25 +330,40 @@ impl SpanError for ForwardError {
     }
 }
 
+/// `parts` concatenated, as a header value if it is a valid one; one allocation.
+fn header_value(parts: &[&str]) -> Option<HeaderValue> {
+    let mut text = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        text.extend_from_slice(part.as_bytes());
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
 /// One upstream exchange; a failure on a reused pooled connection before any response byte
-/// is retried once on a fresh connection (the classic keep-alive race).
+/// is retried once on a fresh connection (the classic keep-alive race). `request` builds
+/// the upstream request header (again, for a retry: Pingora consumes it).
 async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     session: &mut Session,
-    request: Box<RequestHeader>,
+    request: impl Fn(&Session) -> Result<Box<RequestHeader>, ForwardError>,
     body: Bytes,
     extra_headers: &[(&'static str, String)],
     in_flight: &mut Option<Admission>,
 ) -> Result<u16, ForwardError> {
     let mut attempt = 0;
+    let mut first = Some(request(session)?);
     let (mut upstream, response) = loop {
         attempt += 1;
         let (mut upstream, reused) = connector
             .get_http_session(peer)
             .await
             .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
-        match send_request(&mut upstream, request.clone(), &body).await {
+        let header = match first.take() {
+            Some(header) => header,
+            None => request(session)?,
+        };
+        match send_request(&mut upstream, header, &body).await {
             Ok(response) => break (upstream, response),
             Err(e) if reused && attempt == 1 && !is_timeout(&e) => continue,
             Err(e) => return Err(ForwardError::BeforeResponse(upstream_denial(&e))),

@@ -47,7 +47,8 @@ pub struct Shared {
 pub struct Outcome {
     pub route: Option<Arc<str>>,
     pub model: Option<Arc<str>>,
-    pub consumer: Option<String>,
+    /// Who made the request, once authenticated.
+    pub caller: Option<Arc<Caller>>,
     /// Time spent on the upstream exchange, for HTTP backends.
     pub upstream: Option<std::time::Duration>,
     /// Cost charged against the caller's limits.
@@ -194,7 +195,7 @@ async fn run(
             let caller = span
                 .end(authenticate(snapshot, r, session).await)
                 .map_err(|d| early(d, session))?;
-            outcome.consumer = Some(caller.consumer.clone());
+            outcome.caller = Some(Arc::clone(&caller));
             Some(caller)
         }
         _ => None,
@@ -274,7 +275,7 @@ async fn run(
             ) => {
                 let request = Forwarding {
                     route,
-                    caller: caller.as_ref(),
+                    caller: caller.as_deref(),
                     body,
                     prefix_len,
                     response_headers,
@@ -529,7 +530,7 @@ async fn authenticate(
     snapshot: &Snapshot,
     route: &BuiltRoute,
     session: &Session,
-) -> Result<Caller, Denial> {
+) -> Result<Arc<Caller>, Denial> {
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())

@@ -99,8 +99,8 @@ impl ProxyHttp for Gateway {
             if let Some(code) = o.code {
                 attributes.push(KeyValue::new("modelgate.code", code.as_str()));
             }
-            if let Some(consumer) = &o.consumer {
-                attributes.push(KeyValue::new("modelgate.consumer", consumer.clone()));
+            if let Some(caller) = &o.caller {
+                attributes.push(KeyValue::new("modelgate.consumer", caller.consumer.clone()));
             }
             if let Some(action) = o.extraction {
                 attributes.push(KeyValue::new("modelgate.extraction", action));
@@ -120,7 +120,7 @@ impl ProxyHttp for Gateway {
                     "path": session.req_header().uri.path(),
                     "route": o.route.as_deref(),
                     "model": o.model.as_deref(),
-                    "consumer": o.consumer,
+                    "consumer": o.caller.as_ref().map(|c| &c.consumer),
                     "cost": o.cost,
                     "extraction": o.extraction,
                     "ratelimit": o.ratelimit.map(|(decision, _)| decision),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -180,7 +181,7 @@ impl StoredHash {
 }
 
 struct VerifiableKey {
-    caller: Caller,
+    caller: Arc<Caller>,
     expires: Option<u64>,
     revoked: bool,
     current: StoredHash,
@@ -212,7 +213,7 @@ impl KeyVerifier {
                 .map(|p| Ok((parse(&p.hash)?, p.valid_until)))
                 .collect::<Result<Vec<_>, String>>()?;
             let key = VerifiableKey {
-                caller: Caller {
+                caller: Arc::new(Caller {
                     consumer: r.consumer.clone(),
                     plan: r.plan.clone(),
                     scopes: Scopes::from_names(r.models.iter().cloned()),
@@ -220,7 +221,7 @@ impl KeyVerifier {
                     credential: CredentialKind::ApiKey {
                         key_id: r.id.clone(),
                     },
-                },
+                }),
                 expires: r.expires,
                 revoked: r.status == KeyStatus::Revoked,
                 current: parse(&r.hash)?,
@@ -235,7 +236,7 @@ impl KeyVerifier {
 
     /// Checks a presented key at time `now` (unix seconds). Unknown ids cost the same hashing
     /// as known ones; secrets are compared in constant time.
-    pub fn verify(&self, presented: &str, now: u64) -> Result<Caller, AuthFailure> {
+    pub fn verify(&self, presented: &str, now: u64) -> Result<Arc<Caller>, AuthFailure> {
         let (id, secret) = split_key(presented)?;
         let key = self.by_id.get(id);
         let peppered = key.map_or(self.hasher.pepper.is_some(), |k| k.current.peppered);
@@ -261,7 +262,7 @@ impl KeyVerifier {
         if key.expires.is_some_and(|e| now >= e) {
             return Err(AuthFailure::Expired);
         }
-        Ok(key.caller.clone())
+        Ok(Arc::clone(&key.caller))
     }
 
     /// The consumers that hold at least one usable (not revoked) key.

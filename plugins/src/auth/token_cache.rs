@@ -4,15 +4,18 @@
 //! unauthenticated input creates no entry. Bounded: at most `capacity` entries.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::Caller;
 
+/// A verified token's caller and the unix second it stops being valid, by token digest.
+type Entries = HashMap<[u8; 32], (Arc<Caller>, u64)>;
+
 /// A bounded cache of verified tokens.
 pub struct VerifiedTokenCache {
-    entries: Mutex<HashMap<[u8; 32], (Caller, u64)>>,
+    entries: Mutex<Entries>,
     capacity: usize,
     max_age: u64,
 }
@@ -28,17 +31,17 @@ impl VerifiedTokenCache {
     }
 
     /// The caller of a token verified earlier, if it is still valid at `now` (unix seconds).
-    pub fn get(&self, token: &str, now: u64) -> Option<Caller> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Caller>> {
         let key = digest(token);
         let entries = self.entries.lock().ok()?;
         entries
             .get(&key)
             .filter(|(_, until)| now < *until)
-            .map(|(caller, _)| caller.clone())
+            .map(|(caller, _)| Arc::clone(caller))
     }
 
     /// Remembers a token that passed verification, until `min(exp, now + max_age)`.
-    pub fn insert(&self, token: &str, caller: Caller, exp: u64, now: u64) {
+    pub fn insert(&self, token: &str, caller: Arc<Caller>, exp: u64, now: u64) {
         let until = exp.min(now.saturating_add(self.max_age));
         if until <= now {
             return;
@@ -75,14 +78,14 @@ mod tests {
     use super::*;
     use crate::auth::{CredentialKind, Scopes};
 
-    fn caller() -> Caller {
-        Caller {
+    fn caller() -> Arc<Caller> {
+        Arc::new(Caller {
             consumer: "alice".into(),
             plan: "pro".into(),
             scopes: Scopes::All,
             group: None,
             credential: CredentialKind::Jwt { issuer: "i".into() },
-        }
+        })
     }
 
     #[test]
