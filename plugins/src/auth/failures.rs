@@ -1,11 +1,12 @@
 //! Slows brute force: counts failed authentication attempts per peer address in fixed
 //! one-minute windows. Memory is bounded: at most `max_peers` addresses are tracked; when
-//! full, expired windows are dropped first, then the oldest window.
+//! full, expired windows are dropped first, then the oldest window. Sharded (every
+//! authenticated request asks it), so worker threads do not queue on one lock.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 const WINDOW_SECS: u64 = 60;
 
@@ -13,7 +14,7 @@ const WINDOW_SECS: u64 = 60;
 pub struct FailureLimiter {
     per_window: u32,
     max_peers: usize,
-    peers: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    peers: DashMap<IpAddr, (u64, u32)>,
 }
 
 impl FailureLimiter {
@@ -22,7 +23,7 @@ impl FailureLimiter {
         FailureLimiter {
             per_window: per_minute.max(1),
             max_peers: max_peers.max(1),
-            peers: Mutex::new(HashMap::new()),
+            peers: DashMap::new(),
         }
     }
 
@@ -30,9 +31,9 @@ impl FailureLimiter {
     /// (`now` in unix seconds).
     pub fn blocked(&self, peer: IpAddr, now: u64) -> Option<Duration> {
         let window = now / WINDOW_SECS;
-        let peers = self.peers.lock().ok()?;
-        match peers.get(&peer) {
-            Some(&(w, count)) if w == window && count >= self.per_window => {
+        let (w, count) = *self.peers.get(&peer)?;
+        match (w, count) {
+            (w, count) if w == window && count >= self.per_window => {
                 Some(Duration::from_secs((window + 1) * WINDOW_SECS - now))
             }
             _ => None,
@@ -42,18 +43,16 @@ impl FailureLimiter {
     /// Counts one failure for `peer`.
     pub fn record_failure(&self, peer: IpAddr, now: u64) {
         let window = now / WINDOW_SECS;
-        let Ok(mut peers) = self.peers.lock() else {
-            return;
-        };
+        let peers = &self.peers;
         if !peers.contains_key(&peer) && peers.len() >= self.max_peers {
             peers.retain(|_, (w, _)| *w == window);
             if peers.len() >= self.max_peers
-                && let Some(oldest) = peers.iter().min_by_key(|(_, (w, _))| *w).map(|(ip, _)| *ip)
+                && let Some(oldest) = peers.iter().min_by_key(|e| e.value().0).map(|e| *e.key())
             {
                 peers.remove(&oldest);
             }
         }
-        let entry = peers.entry(peer).or_insert((window, 0));
+        let mut entry = peers.entry(peer).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }
@@ -62,7 +61,7 @@ impl FailureLimiter {
 
     /// Addresses currently tracked.
     pub fn tracked(&self) -> usize {
-        self.peers.lock().map_or(0, |p| p.len())
+        self.peers.len()
     }
 }
 
