@@ -225,7 +225,8 @@ jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -hmac "$
 JWT="$jwt_head.$jwt_body.$jwt_sig"
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
     >"$WORK/modelgate.log" 2>&1 &
-PIDS+=($!) SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
+MODELGATE_PID=$!
+PIDS+=("$MODELGATE_PID") SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
 wait_http "http://$HOST:$ADMIN_PORT/readyz" 200 "modelgate admin"
 
 # nginx: own prefix, config, pid and error log in $WORK; foreground (daemon off).
@@ -237,7 +238,8 @@ sed -e "s|@PREFIX@|$WORK/nginx|g" \
 nginx_args=(-p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
 nginx -t -q "${nginx_args[@]}" >"$WORK/nginx-check.log" 2>&1 || die "nginx -t failed: $(cat "$WORK/nginx-check.log")"
 taskset -c "$PROXY_CPU" nginx "${nginx_args[@]}" >"$WORK/nginx.log" 2>&1 &
-PIDS+=($!) SIGS+=(TERM) NAMES+=(nginx) # nginx master: SIGTERM = fast shutdown, workers included
+NGINX_PID=$!
+PIDS+=("$NGINX_PID") SIGS+=(TERM) NAMES+=(nginx) # nginx master: SIGTERM = fast shutdown, workers included
 
 URL_DIRECT=http://$HOST:$UPSTREAM_PORT/fast
 URL_MODELGATE=http://$HOST:$MODELGATE_PORT/fast
@@ -295,24 +297,42 @@ wrk_us() {
         printf "%d\n", n * f + 0.5 }'
 }
 
+# The proxy process behind a target (none for the upstream itself).
+proxy_pid() { # target
+    case $1 in
+        direct) echo "" ;;
+        nginx) echo "$NGINX_PID" ;;
+        *) echo "$MODELGATE_PID" ;;
+    esac
+}
+
+# Proxy CPU µs per request between two cpu_us readings ("NA" without a proxy or requests).
+cpu_per_request() { # before after requests
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (a == "" || n + 0 == 0) print "NA"; else printf "%.2f\n", (b - a) / n }'
+}
+
 run_wrk() { # target url round [seconds] [record]
     local target=$1 url=$2 round=$3 secs=${4:-$DURATION} record=${5:-1}
-    local raw=$WORK/raw/wrk-$target-$round.txt
+    local raw=$WORK/raw/wrk-$target-$round.txt proxy cpu0 cpu1=""
+    proxy=$(proxy_pid "$target")
     check_alive "before wrk $target round $round"
+    cpu0=${proxy:+$(cpu_us "$proxy")}
     timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" \
         wrk -t1 "-c$CONNECTIONS" "-d${secs}s" --latency "$url" >"$raw" 2>&1 ||
         die "wrk against $target failed: $(tail -5 "$raw")"
+    [[ -n $proxy ]] && cpu1=$(cpu_us "$proxy")
     check_alive "during wrk $target round $round"
     ((record)) || return 0
-    local rps p50 p99 non2xx sockerr
+    local rps p50 p99 non2xx sockerr cpu
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$raw")
     p50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$raw")")
     p99=$(wrk_us "$(awk '$1 == "99%" {print $2}' "$raw")")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$raw")
     sockerr=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$raw")
     [[ -n $rps ]] || die "cannot parse wrk output: $raw"
-    printf 'wrk\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$rps" "$p50" "$p99" \
-        $((${non2xx:-0} + ${sockerr:-0})) >>"$RESULTS"
+    cpu=$(cpu_per_request "$cpu0" "$cpu1" "$(awk '/requests in/ {print $1}' "$raw")")
+    printf 'wrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$rps" "$p50" "$p99" \
+        $((${non2xx:-0} + ${sockerr:-0})) "$cpu" >>"$RESULTS"
     printf '  round %s  wrk               %-10s %10.0f req/s  p50 %6s us  p99 %6s us\n' \
         "$round" "$target" "$rps" "$p50" "$p99" >&2
 }
@@ -320,14 +340,17 @@ run_wrk() { # target url round [seconds] [record]
 run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
     local label=$1 target=$2 url=$3 round=$4 secs=${5:-$DURATION} record=${6:-1}
     shift 6 || shift $#
-    local raw=$WORK/raw/$label-$target-$round.json
+    local raw=$WORK/raw/$label-$target-$round.json proxy cpu0 cpu1=""
+    proxy=$(proxy_pid "$target")
     check_alive "before $label $target round $round"
+    cpu0=${proxy:+$(cpu_us "$proxy")}
     timeout "$RUN_TIMEOUT" taskset -c "$LOAD_CPU" \
         "$LOADTEST" run --url "$url" --connections "$CONNECTIONS" --duration "${secs}s" --json "$@" \
         >"$raw" 2>"$raw.err" || die "modelgate-loadtest against $target failed: $(tail -5 "$raw.err")"
+    [[ -n $proxy ]] && cpu1=$(cpu_us "$proxy")
     check_alive "during $label $target round $round"
     ((record)) || return 0
-    local json rps p50 p99 lat statuses errs ok completed bad
+    local json rps p50 p99 lat statuses errs ok completed bad cpu
     json=$(grep '^{' "$raw" | tail -1)
     [[ -n $json ]] || die "no JSON report in $raw"
     rps=$(json_num "$json" rps)
@@ -340,7 +363,8 @@ run_lt() { # tool-label target url round [seconds] [record] [extra run args...]
     errs=$(grep -o '"errors":{[^}]*}' <<<"$json" | grep -o '[0-9]\+' | awk '{s += $1} END {print s + 0}')
     bad=$((${completed:-0} - ${ok:-0} + errs))
     [[ -n $rps && -n $p50 ]] || die "cannot parse modelgate-loadtest report: $raw"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$target" "$round" "$rps" "$p50" "$p99" "$bad" >>"$RESULTS"
+    cpu=$(cpu_per_request "$cpu0" "$cpu1" "$completed")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$target" "$round" "$rps" "$p50" "$p99" "$bad" "$cpu" >>"$RESULTS"
     printf '  round %s  %-17s %-10s %10.0f req/s  p50 %6s us  p99 %6s us\n' \
         "$round" "$label" "$target" "$rps" "$p50" "$p99" >&2
 }
@@ -419,8 +443,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0)
 table=$(
     echo "### Proxy overhead: GET /fast through each path (${CONNECTIONS} keep-alive connections)"
     echo
-    echo "| path | load generator | req/s (median) | p50 | p99 | vs direct | vs nginx | errors | req/s per round |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| path | load generator | req/s (median) | p50 | p99 | vs direct | vs nginx | proxy CPU µs / request | errors | req/s per round |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
     for tool in wrk loadtest; do
         tool_name="wrk -t1 -c$CONNECTIONS"
         [[ $tool == loadtest ]] && tool_name="modelgate-loadtest (closed)"
@@ -437,10 +461,10 @@ table=$(
             vs_nginx=$(ratio "$rps" "$n")
             [[ $target == direct ]] && vs_direct="1.00×"
             [[ $target == nginx ]] && vs_nginx="1.00×"
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$tool_name" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$tool_name" \
                 "$(fmt_rps "$rps")" "$(fmt_lat "$(median "$tool" "$target" 5)")" \
                 "$(fmt_lat "$(median "$tool" "$target" 6)")" "$vs_direct" "$vs_nginx" \
-                "$(total "$tool" "$target" 7)" "$(rounds_list "$tool" "$target")"
+                "$(median "$tool" "$target" 8)" "$(total "$tool" "$target" 7)" "$(rounds_list "$tool" "$target")"
         done
     done
     echo
@@ -458,10 +482,11 @@ table=$(
     echo
     echo "### (e) Stage by stage: POST v2 infer (1 × 64 features) to the fast upstream"
     echo
-    echo "| path | req/s (median) | p50 | p99 | vs routing only | vs nginx | errors | req/s per round |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| path | req/s (median) | p50 | p99 | vs routing only | vs nginx | proxy CPU µs / request | CPU vs routing only | errors | req/s per round |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     o=$(median post open 4)
     n=$(median post nginx 4)
+    oc=$(median post open 8)
     for target in open auth jwt authlim valid full nginx; do
         case $target in
             open) label="modelgate, public route, no checks (routing only)" ;;
@@ -473,9 +498,11 @@ table=$(
             nginx) label="nginx proxy_pass" ;;
         esac
         rps=$(median post "$target" 4)
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_rps "$rps")" \
+        cpu=$(median post "$target" 8)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(fmt_rps "$rps")" \
             "$(fmt_lat "$(median post "$target" 5)")" "$(fmt_lat "$(median post "$target" 6)")" \
-            "$(ratio "$rps" "$o")" "$(ratio "$rps" "$n")" "$(total post "$target" 7)" "$(rounds_list post "$target")"
+            "$(ratio "$rps" "$o")" "$(ratio "$rps" "$n")" "$cpu" "$(ratio "$cpu" "$oc")" \
+            "$(total post "$target" 7)" "$(rounds_list post "$target")"
     done
     echo
     echo "### (f) Open loop at $OPEN_RATE req/s (half the full pipeline's saturation): added latency"
@@ -498,7 +525,10 @@ table=$(
     echo
     echo "Medians over $ROUNDS interleaved rounds of ${DURATION}s. Latencies are medians of the per-round"
     echo "p50/p99. \"errors\" = non-2xx responses + socket/timeout/protocol errors, summed over all rounds."
-    echo "Ratios compare medians measured with the same load generator in this run."
+    echo "Ratios compare medians measured with the same load generator in this run. \"proxy CPU µs /"
+    echo "request\" = user + system CPU time the proxy process (nginx: master and worker) used during"
+    echo "the round, divided by the requests completed: unlike req/s, it barely moves when other"
+    echo "work on the machine takes CPU time from the proxy."
 )
 
 mkdir -p "$(dirname "$OUT")"
@@ -510,7 +540,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "$table"
     echo
-    echo "<details><summary>raw results (tool, target, round, req/s, p50 µs, p99 µs, errors)</summary>"
+    echo "<details><summary>raw results (tool, target, round, req/s, p50 µs, p99 µs, errors, proxy CPU µs / request)</summary>"
     echo
     echo '```'
     cat "$RESULTS"

@@ -125,5 +125,15 @@ rss_kib() { # pid
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# CPU time (user + system, in µs) that a process and its direct children have used so far.
+cpu_us() { # pid
+    local p ticks=0 t
+    for p in "$1" $(pgrep -P "$1" || true); do
+        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true)
+        ticks=$((ticks + ${t:-0}))
+    done
+    echo $((ticks * 1000000 / $(getconf CLK_TCK)))
+}
+
 # A number rounded to an integer ("NA" stays).
 fmt_int() { awk -v v="$1" 'BEGIN { if (v == "NA" || v == "") print "NA"; else printf "%.0f\n", v }'; }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use opentelemetry::KeyValue;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
@@ -32,6 +33,10 @@ pub struct RequestCtx {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules: Pingora's default adds a (disabled) response-compression
+    /// module that still allocates and runs its filters on every request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
