@@ -16,10 +16,11 @@ pub enum OutputPolicy {
 }
 
 impl OutputPolicy {
-    /// Whether the gateway should also drop auxiliary outputs (logits, embeddings): true for
-    /// every policy but [`OutputPolicy::Full`].
-    pub fn drops_logits(self) -> bool {
-        self != OutputPolicy::Full
+    /// Whether a model output other than the scored probabilities goes back to the consumer:
+    /// every one under [`OutputPolicy::Full`]; otherwise only `integer` ones (labels) —
+    /// floating-point outputs (logits, embeddings) and bytes would undo the hardening.
+    pub fn keeps_other_output(self, integer: bool) -> bool {
+        self == OutputPolicy::Full || integer
     }
 
     /// The stronger of two policies (Full < Round(many decimals) < Round(few) < TopLabel).
@@ -121,7 +122,9 @@ mod tests {
         assert_eq!(OutputPolicy::Full.stronger(r4), r4);
         assert_eq!(r4.stronger(r2), r2);
         assert_eq!(r2.stronger(OutputPolicy::TopLabel), OutputPolicy::TopLabel);
-        assert!(!OutputPolicy::Full.drops_logits() && r2.drops_logits());
+        assert!(OutputPolicy::Full.keeps_other_output(false));
+        assert!(!r2.keeps_other_output(false) && r2.keeps_other_output(true));
+        assert!(OutputPolicy::TopLabel.keeps_other_output(true));
         assert_eq!(margin(&[0.1, 0.7, 0.2]), 0.5);
         assert_eq!(argmax(&[0.1, f32::NAN, 0.7]), 2);
     }
