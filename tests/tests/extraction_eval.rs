@@ -83,12 +83,17 @@ fn quick_extraction_evaluation_meets_the_targets() {
         let with = r.final_agreement.unwrap().0;
         assert!(with < 0.5, "equation solving (random rows) reached {with}");
     }
-    // GAP (docs/EXTRACTION.md): with d + 1 in-distribution rows the queries look benign, the
-    // default rounding is all that applies, and agreement stays above 50 %. What holds: the
-    // rounding costs the attack agreement against raw outputs.
+    // ...and on d + 1 in-distribution rows, which look benign: the default dither alone
+    // holds it under 50 %, below what it gets from raw outputs. (An attacker that keeps only
+    // the labels is reported, not asserted: docs/EXTRACTION.md.)
     for r in runs(&e.single, AttackKind::EquationInDistribution) {
         let (with, without) = (r.final_agreement.unwrap().0, r.reference_final.unwrap().0);
-        assert!(with < without, "rounding did not hurt: {with} vs {without}");
+        assert!(with < 0.5, "equation solving (natural rows) reached {with}");
+        assert!(
+            with < without,
+            "hardening did not hurt: {with} vs {without}"
+        );
+        assert!(r.label_only.is_some());
     }
 
     // Split over 10 keys of one group: caught as one (group at harden) within 2× the

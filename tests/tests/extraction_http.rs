@@ -156,8 +156,10 @@ fn an_http_route_scores_hardens_and_blocks_like_an_embedded_one() {
         assert_eq!(r.status, 200);
         forwarded += 1;
         let p = output(&r, "probabilities").unwrap();
-        if hardened_at.is_none() && p.iter().filter(|x| **x == 1.0).count() == 1 {
-            assert_eq!(p.iter().filter(|x| **x == 0.0).count(), 9);
+        if hardened_at.is_none()
+            && p.iter().filter(|x| **x == 1.0).count() == 1
+            && p.iter().filter(|x| **x == 0.0).count() == 9
+        {
             hardened_at = Some(i + 1);
         }
     }
@@ -222,10 +224,10 @@ fn answers_the_gateway_cannot_check_never_reach_a_consumer() {
     let mut conn = Conn::open(gw.addr).unwrap();
     let r = infer(&mut conn, &benign, row);
     assert_eq!(r.status, 200);
-    assert_eq!(
-        output(&r, "probabilities").unwrap(),
-        [0.0, 0.99, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.01]
-    );
+    // (the default dither reports each entry that rounds to 0 as 0 or 0.01)
+    let p = output(&r, "probabilities").unwrap();
+    assert_eq!((p[1], p[9]), (0.99, 0.01), "{p:?}");
+    assert!(p.iter().all(|x| [0.0, 0.01, 0.99].contains(x)), "{p:?}");
     assert_eq!(output(&r, "label").unwrap(), [1.0]);
     assert!(output(&r, "logits").is_none(), "{}", r.json());
     assert_eq!(r.json()["model_name"], "digits");

@@ -9,9 +9,7 @@ mod v2_response;
 use bytes::Bytes;
 
 use modelgate_plugins::auth::Caller;
-use modelgate_plugins::extraction::{
-    Action, Identity as ExtractionIdentity, OutputPolicy, harden_outputs,
-};
+use modelgate_plugins::extraction::{Action, Identity as ExtractionIdentity, OutputPolicy};
 use modelgate_plugins::ratelimit::{LimitSpec, RateSpec};
 use modelgate_plugins::schema::ValidatedRequest;
 use modelgate_plugins::{Code, Denial};
@@ -112,7 +110,6 @@ pub fn assess(
     action: &mut Option<&'static str>,
 ) -> OutputPolicy {
     let who = identity(guard, caller);
-    let classes = guard.detector.profile().classes;
     let policy = match guard.detector.observe(&who, rows, scores, unix_now()) {
         Ok(assessment) => {
             if assessment.action >= Action::Observe {
@@ -139,7 +136,7 @@ pub fn assess(
             guard.detector.options().suspect_output
         }
     };
-    harden_outputs(scores, classes, policy);
+    guard.detector.harden(rows, scores, policy);
     policy
 }
 

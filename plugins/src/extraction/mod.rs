@@ -44,8 +44,10 @@
 //! # Output hardening
 //!
 //! Untrusted consumers get [`DetectorOptions::default_output`] (probabilities rounded to two
-//! decimals): equation solving at d + 1 queries then stays far from the model. Suspects get
-//! [`DetectorOptions::suspect_output`] (top-1 label only). Apply it with [`harden_outputs`].
+//! decimals, entries that round to 0 dithered to 0 or 0.01 by a keyed hash of the row):
+//! equation solving at d + 1 queries, on random or natural rows, then stays far from the
+//! model. Suspects get [`DetectorOptions::suspect_output`] (top-1 label only). Apply it with
+//! [`Detector::harden`] (it holds the dither key).
 //!
 //! # Bounds
 //!
