@@ -33,9 +33,12 @@
 //!
 //! Queries of consumers with a group (org, tenant) also feed the group's merged stream, so a
 //! random or line-search attack split across keys accumulates as one. The group stream uses
-//! only signals that aggregate over members (probing by line geometry, ood, boundary,
-//! coverage): members replaying the same data legitimately near-duplicate each other, so
-//! near-duplicate and distance signals are per consumer. Consumers flagged at harden or
+//! only signals that aggregate over members (probing by line geometry or by near-duplicate
+//! clusters, ood, boundary, coverage): members replaying the same data legitimately
+//! near-duplicate each other now and then, so single near-duplicates and distance signals
+//! are per consumer, and the group counts a query as probing only when it lies within
+//! `near_distance` of at least three of the group's last 16 distinct rows (NES-style
+//! probing spread over keys). Consumers flagged at harden or
 //! above publish the fingerprints of their suspicious queries (probing or out of
 //! distribution; not their natural-looking ones, which benign consumers replaying the same
 //! data would match) to a global TTL-bounded index; other consumers whose

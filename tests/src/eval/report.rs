@@ -547,10 +547,17 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
 const LIMITS: &str = "\n## Known limits\n\n\
 - In-distribution copycat (Knockoff-style) traffic looks like a benign replay; the detector \
 leaves it alone by design (flagging it would flag benign consumers). Its substitute's \
-agreement with and without the gateway is in the tables: rounding costs it little.\n\
-- Split near-duplicate probing (NES) is not caught at group level: the group stream leaves \
-out near-duplicate and PRADA signals because benign members replaying the same data \
-near-duplicate each other. Member keys are hardened one by one (\"any member at harden\").\n\
+agreement with and without the gateway is in the tables: hardening costs it little. The \
+per-model volume budget (queries against d + 1, capped at harden) is the only signal that \
+grows with it, and benign consumers replaying the held-out set (360 rows) pass far more than \
+d + 1 queries, so at the calibrated volume threshold it does not act within a copycat's \
+budget here.\n\
+- Split near-duplicate probing (NES) is caught at group level by near-duplicate clusters: a \
+group query within `near_distance` of three or more of the group's last 16 distinct rows. \
+Probes spread wider than `near_distance` apart (calibrated from the closest distinct benign \
+rows; here a per-feature σ above about 0.75) are not clustered and are left to each \
+member's own detector, and so is a split attack that interleaves enough other rows to keep \
+fewer than three variants of a point in the group's last 16 queries.\n\
 - Substitutes are softmax regressions (deterministic, fast); a deeper substitute could get \
 more out of the same answers. With this substitute the Jacobian augmentation (λ = 30 % of \
 the range, where it helped in process on average) gains little or even loses agreement \
