@@ -269,15 +269,13 @@ async fn run(
                     },
                 ),
             ) => {
+                // A blocked (or throttled) consumer sends nothing upstream, not even a
+                // metadata request; only inferences are checked on the way back.
                 let guarded = match (route.extraction.as_deref(), caller.as_ref()) {
                     (Some(guard), Some(caller)) => {
-                        match guarded_inference(&target, validated.as_ref(), guard)? {
-                            Some(inference) => {
-                                screen(shared, plan_spec, guard, caller, route, outcome)?;
-                                Some((guard, caller, inference))
-                            }
-                            None => None,
-                        }
+                        let inference = guarded_inference(&target, validated.as_ref(), guard)?;
+                        screen(shared, plan_spec, guard, caller, route, outcome)?;
+                        inference.map(|inference| (guard, caller, inference))
                     }
                     _ => None,
                 };

@@ -166,10 +166,17 @@ fn an_http_route_scores_hardens_and_blocks_like_an_embedded_one() {
     let hardened_at = hardened_at.expect("random probing was never hardened");
     assert!(hardened_at <= 10, "hardened only at query {hardened_at}");
     assert!(blocked_at.is_some(), "random probing was never blocked");
-    // Blocked: refused again, and nothing of it reaches the upstream.
+    // Blocked: refused again, metadata included, and nothing of it reaches the upstream.
     for row in &rows[..3] {
         assert_eq!(infer(&mut conn, &attacker, row).status, 403);
     }
+    let r = conn
+        .request(
+            format!("GET /v2/models/digits HTTP/1.1\r\nHost: t\r\nx-api-key: {attacker}\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
     assert_eq!(infer(&mut conn, &benign, &rows[40]).status, 200);
     forwarded += 1;
     backend.metrics_with(&[&format!(
