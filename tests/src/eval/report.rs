@@ -562,7 +562,13 @@ fewer than three variants of a point in the group's last 16 queries.\n\
 more out of the same answers. With this substitute the Jacobian augmentation (λ = 30 % of \
 the range, where it helped in process on average) gains little or even loses agreement \
 without any gateway on many seeds (last column of the Jacobian table): the Jacobian target \
-is only informative on the seeds where the augmentation does gain.\n\
+is only informative on the seeds where the augmentation does gain. The default dither makes \
+the seed set's own substitute noisier (compare \"seed set alone\" with and without the \
+gateway), and one or two more answers move such a substitute by a few points either way: \
+the gain at detection, measured from that lowered baseline, can pass 2 points on a run \
+although detection still comes two queries into the first augmentation round and the \
+substitute at detection stays near or below what the seed set alone gives without any \
+gateway.\n\
 - Detection is read from `GET /admin/suspects` after every answered query, so the counts are \
 exact for one-row requests. The detector runs on wall-clock time; a run takes seconds, so \
 volume decay (half-life one day) and holds (15 min) play no part.\n\
