@@ -208,7 +208,7 @@ pub struct HttpSection {
     pub total_timeout: Option<String>,
 }
 
-/// `[routes.extraction]`: model-extraction detection for an embedded model.
+/// `[routes.extraction]`: model-extraction detection for a KServe v2 model route.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtractionSection {
@@ -217,6 +217,10 @@ pub struct ExtractionSection {
     /// Consumers that get full-precision outputs unless they are suspected.
     #[serde(default)]
     pub trusted: Vec<String>,
+    /// The model output the detector scores and hardens (default: the metadata's first).
+    pub output: Option<String>,
+    /// HTTP backends: cap on the buffered upstream response (default 1 MiB).
+    pub max_response_bytes: Option<u64>,
 }
 
 /// `cost = "rows"` or `cost = 3`.

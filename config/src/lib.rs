@@ -168,6 +168,54 @@ total_timeout = "9s"
     }
 
     #[test]
+    fn extraction_needs_a_v2_model_route_of_either_backend() {
+        let http = |extra: &str, section: &str| {
+            format!(
+                "[[routes]]\nname = \"m\"\nmodel = \"m\"\npublic = true\n{extra}\
+                 [routes.http]\nupstreams = [\"http://127.0.0.1:9001\"]\n\
+                 [routes.extraction]\nprofile = \"Cargo.toml\"\n{section}"
+            )
+        };
+        let c = parse(
+            &http("", "output = \"probs\"\nmax_response_bytes = 2048\n"),
+            here(),
+        )
+        .unwrap();
+        let e = c.routes[0].extraction.as_ref().unwrap();
+        assert_eq!(e.output.as_deref(), Some("probs"));
+        assert_eq!(e.max_response_bytes, 2048);
+        let c = parse(&http("", ""), here()).unwrap();
+        assert_eq!(
+            c.routes[0].extraction.as_ref().unwrap().max_response_bytes,
+            1024 * 1024
+        );
+        for (extra, section, path) in [
+            ("path_prefix = \"/m\"\n", "", "routes[0].extraction"),
+            (
+                "[routes.validate]\nprotocol = \"tf_serving\"\nmetadata = \"Cargo.toml\"\n",
+                "",
+                "routes[0].extraction",
+            ),
+            (
+                "",
+                "max_response_bytes = 0\n",
+                "routes[0].extraction.max_response_bytes",
+            ),
+        ] {
+            let e = parse(&http(extra, section), here()).unwrap_err();
+            assert_eq!(e[0].path, path, "{e:?}");
+        }
+        let e = parse(
+            &format!(
+                "{EMBEDDED}[routes.extraction]\nprofile = \"Cargo.toml\"\nmax_response_bytes = 9\n"
+            ),
+            here(),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].path, "routes[0].extraction.max_response_bytes");
+    }
+
+    #[test]
     fn reports_every_error_with_its_path() {
         let text = r#"
 [server]

@@ -273,4 +273,8 @@ pub struct Validate {
 pub struct Extraction {
     pub profile: PathBuf,
     pub trusted: Vec<String>,
+    /// The scored output's name; `None` means the model metadata's first output.
+    pub output: Option<String>,
+    /// Cap on a buffered upstream response (HTTP backends).
+    pub max_response_bytes: u64,
 }

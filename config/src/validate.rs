@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::file::{
-    AuthSection, ConfigFile, HttpSection, JwtIssuerSection, RouteSection, TelemetrySection,
+    AuthSection, ConfigFile, ExtractionSection, HttpSection, JwtIssuerSection, RouteSection,
+    TelemetrySection,
 };
 use crate::model::{
     Auth, Backend, Config, Cost, Extraction, HttpBackend, InferencePool, JwksSource, JwtIssuer,
@@ -20,6 +21,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default cap on request bodies: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default cap on an upstream response buffered for extraction hardening: 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
 /// Hard ceiling for any body cap: 64 MiB (the body is buffered in memory).
 pub const MAX_BODY_BYTES_CEILING: u64 = 64 * 1024 * 1024;
 /// Pingora's own bound on request header fields (beyond it: a bare 400 from Pingora).
@@ -256,11 +259,7 @@ impl Validator<'_> {
                 model_limit: r.model_limit.clone(),
                 cost: self.cost(&at, r.cost.as_ref()),
                 validate: self.validate_section(&at, r),
-                extraction: r.extraction.as_ref().map(|e| Extraction {
-                    profile: self
-                        .required_file(&format!("{at}.extraction.profile"), e.profile.as_deref()),
-                    trusted: e.trusted.clone(),
-                }),
+                extraction: r.extraction.as_ref().map(|e| self.extraction(&at, r, e)),
                 backend,
             });
         }
@@ -485,15 +484,7 @@ impl Validator<'_> {
                 }
                 Backend::Embedded { onnx, metadata }
             }
-            (None, Some(h)) => {
-                if r.extraction.is_some() {
-                    self.error(
-                        format!("{at}.extraction"),
-                        "extraction detection needs the model's outputs: embedded backends only for now",
-                    );
-                }
-                Backend::Http(self.http(&format!("{at}.http"), h))
-            }
+            (None, Some(h)) => Backend::Http(self.http(&format!("{at}.http"), h)),
             (Some(_), Some(_)) => {
                 self.error(at, "set exactly one of `embedded` or `http`, not both");
                 Backend::Http(self.http(&format!("{at}.http"), &HttpSection::default()))
@@ -505,6 +496,38 @@ impl Validator<'_> {
                 );
                 Backend::Http(self.http(&format!("{at}.http"), &HttpSection::default()))
             }
+        }
+    }
+
+    /// `[routes.extraction]`: only on a KServe v2 model route (`model`, no `path_prefix`,
+    /// protocol v2), so every inference the route forwards is scored.
+    fn extraction(&mut self, at: &str, r: &RouteSection, e: &ExtractionSection) -> Extraction {
+        let v2 = matches!(
+            r.validate.as_ref().and_then(|v| v.protocol.as_deref()),
+            None | Some("v2")
+        );
+        if r.model.is_none() || r.path_prefix.is_some() || !v2 {
+            self.error(
+                format!("{at}.extraction"),
+                "needs a KServe v2 model route: `model` set, no `path_prefix`, validate.protocol v2",
+            );
+        }
+        let max_response_bytes = self.body_cap(
+            &format!("{at}.extraction.max_response_bytes"),
+            e.max_response_bytes,
+            DEFAULT_MAX_RESPONSE_BYTES,
+        );
+        if e.max_response_bytes.is_some() && r.http.is_none() {
+            self.error(
+                format!("{at}.extraction.max_response_bytes"),
+                "applies to HTTP backends only",
+            );
+        }
+        Extraction {
+            profile: self.required_file(&format!("{at}.extraction.profile"), e.profile.as_deref()),
+            trusted: e.trusted.clone(),
+            output: e.output.clone(),
+            max_response_bytes,
         }
     }
 

@@ -1,12 +1,13 @@
 //! Forwarding to HTTP backends over Pingora's pooled keep-alive connections. The request
 //! body is already buffered, so this sends head and body in one go, then streams the
-//! response back.
+//! response back — or, when the gateway must rewrite it (extraction hardening), buffers it
+//! up to a cap and hands it back to the pipeline.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -43,6 +44,35 @@ pub struct Identity<'a> {
     pub strip_query_key: bool,
     /// Headers the gateway adds to the response (e.g. `RateLimit-*`).
     pub response_headers: Vec<(&'static str, String)>,
+}
+
+/// How the upstream's response reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// Streamed to the client as it arrives.
+    Stream,
+    /// Read whole (at most `cap` bytes, no content coding asked for) and returned unsent.
+    Buffer { cap: usize },
+}
+
+/// What a successful exchange produced.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The response went to the client; its status.
+    Streamed(u16),
+    /// The response, read whole and not yet sent ([`ResponseMode::Buffer`]); write it with
+    /// [`write_buffered`].
+    Buffered(Box<ResponseHeader>, Bytes),
+}
+
+impl Forwarded {
+    /// The upstream's status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Forwarded::Streamed(status) => *status,
+            Forwarded::Buffered(header, _) => header.status.as_u16(),
+        }
+    }
 }
 
 /// How long an idle upstream connection stays in the pool.
@@ -109,8 +139,9 @@ impl HttpUpstreams {
     }
 
     /// Forwards the request whose path matched `prefix_len` bytes of route prefix, with the
-    /// already-read `body`, and streams the response to the client. The exchange is traced
-    /// as a client span under `parent`, which the upstream's `traceparent` names.
+    /// already-read `body`, and streams the response to the client or buffers it (`mode`).
+    /// The exchange is traced as a client span under `parent`, which the upstream's
+    /// `traceparent` names.
     #[allow(clippy::too_many_arguments)]
     pub async fn forward(
         &self,
@@ -119,9 +150,10 @@ impl HttpUpstreams {
         body: Bytes,
         prefix_len: usize,
         identity: &Identity<'_>,
+        mode: ResponseMode,
         in_flight: &mut Option<Admission>,
         parent: &TraceSpan,
-    ) -> Result<u16, ForwardError> {
+    ) -> Result<Forwarded, ForwardError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
         let backend = &self.peers[index];
         let mut span = parent.child(UPSTREAM, SpanKind::Client, || {
@@ -143,15 +175,16 @@ impl HttpUpstreams {
                 body,
                 prefix_len,
                 identity,
+                mode,
                 in_flight,
                 traceparent,
             )
             .await;
-        if let Ok(status) = &result {
+        if let Ok(forwarded) = &result {
             span.record(|| {
                 vec![KeyValue::new(
                     "http.response.status_code",
-                    i64::from(*status),
+                    i64::from(forwarded.status()),
                 )]
             });
         }
@@ -167,20 +200,26 @@ impl HttpUpstreams {
         body: Bytes,
         prefix_len: usize,
         identity: &Identity<'_>,
+        mode: ResponseMode,
         in_flight: &mut Option<Admission>,
         traceparent: Option<HeaderValue>,
-    ) -> Result<u16, ForwardError> {
+    ) -> Result<Forwarded, ForwardError> {
         let peer = &backend.peer;
         let body_len = body.len();
         let request = |session: &Session| {
-            self.upstream_request(
+            let mut request = self.upstream_request(
                 session,
                 &backend.base_path,
                 prefix_len,
                 body_len,
                 identity,
                 traceparent.clone(),
-            )
+            )?;
+            if mode != ResponseMode::Stream {
+                // A buffered response is read by the gateway: no content coding.
+                request.remove_header(&header::ACCEPT_ENCODING);
+            }
+            Ok(request)
         };
         match tokio::time::timeout(
             self.total_timeout,
@@ -191,6 +230,7 @@ impl HttpUpstreams {
                 request,
                 body,
                 &identity.response_headers,
+                mode,
                 in_flight,
             ),
         )
@@ -342,6 +382,7 @@ fn header_value(parts: &[&str]) -> Option<HeaderValue> {
 /// One upstream exchange; a failure on a reused pooled connection before any response byte
 /// is retried once on a fresh connection (the classic keep-alive race). `request` builds
 /// the upstream request header (again, for a retry: Pingora consumes it).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
@@ -349,8 +390,9 @@ async fn exchange(
     request: impl Fn(&Session) -> Result<Box<RequestHeader>, ForwardError>,
     body: Bytes,
     extra_headers: &[(&'static str, String)],
+    mode: ResponseMode,
     in_flight: &mut Option<Admission>,
-) -> Result<u16, ForwardError> {
+) -> Result<Forwarded, ForwardError> {
     let mut attempt = 0;
     let mut first = Some(request(session)?);
     let (mut upstream, response) = loop {
@@ -374,6 +416,13 @@ async fn exchange(
     for (name, value) in extra_headers {
         // The gateway's values replace any the upstream sent.
         let _ = response.insert_header(*name, value.as_str());
+    }
+    if let ResponseMode::Buffer { cap } = mode {
+        let body = read_capped(&mut upstream, cap).await?;
+        connector
+            .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
+            .await;
+        return Ok(Forwarded::Buffered(response, body));
     }
     let done = upstream.is_body_done();
     if done {
@@ -403,7 +452,49 @@ async fn exchange(
     connector
         .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
         .await;
-    Ok(status)
+    Ok(Forwarded::Streamed(status))
+}
+
+/// The whole response body, or a denial when it passes `cap` bytes (the connection is
+/// then dropped, not pooled) or breaks off.
+async fn read_capped(upstream: &mut UpstreamSession, cap: usize) -> Result<Bytes, ForwardError> {
+    let mut body = BytesMut::new();
+    while !upstream.is_body_done() {
+        let chunk = upstream
+            .read_body_bytes()
+            .await
+            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
+        let Some(chunk) = chunk else { break };
+        if body.len() + chunk.len() > cap {
+            log::warn!("upstream response refused: larger than the route's {cap}-byte cap");
+            return Err(ForwardError::BeforeResponse(Denial::new(
+                Code::UpstreamInvalidResponse,
+                "the upstream's response is larger than this route accepts",
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Sends a buffered upstream response with `body` (possibly rewritten) in place of the
+/// upstream's, framed by `Content-Length`. In-flight permits go back before it is written.
+pub async fn write_buffered(
+    session: &mut Session,
+    mut response: Box<ResponseHeader>,
+    body: Bytes,
+    in_flight: &mut Option<Admission>,
+) -> pingora::Result<()> {
+    response.remove_header(&header::TRANSFER_ENCODING);
+    response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    release_in_flight(in_flight);
+    session
+        .write_response_header(response, body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 /// Gives the limiter's in-flight permits back just before the last response byte is

@@ -1,7 +1,7 @@
 //! modelgate: a hardened model-serving gateway on Pingora.
 //!
 //! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
-//! capped before any upstream is chosen) → validate → rate limit → backend (embedded ONNX
+//! capped before any upstream is chosen) → validate → rate limit → extraction ([`guard`]) → backend (embedded ONNX
 //! or HTTP upstreams).
 //! Refusals become JSON errors in one place ([`respond`]); each request is traced
 //! ([`telemetry`]).
@@ -12,6 +12,7 @@ pub mod body;
 pub mod calibrate_cli;
 pub mod embedded;
 pub mod forward;
+pub mod guard;
 pub mod health;
 pub mod http_get;
 pub mod keys_cli;

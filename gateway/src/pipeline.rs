@@ -13,22 +13,19 @@ use pingora::proxy::Session;
 
 use modelgate_config::Cost;
 use modelgate_plugins::auth::Caller;
-use modelgate_plugins::ratelimit::{
-    Admission, LimitSpec, Limiter, RateSpec, Refusal, RefusalReason,
-};
+use modelgate_plugins::ratelimit::{Admission, LimitSpec, Limiter, Refusal, RefusalReason};
 use modelgate_plugins::{Code, Denial};
 
-use crate::authn::unix_now;
 use crate::body::{BodyError, read_body};
-use crate::embedded::InferencePool;
 use crate::embedded::v2::Batch;
-use crate::embedded::{OutputData, Outputs};
-use crate::forward::{ForwardError, Identity};
+use crate::embedded::{EmbeddedModel, InferencePool, OutputData, Outputs};
+use crate::forward::{ForwardError, Forwarded, Identity, ResponseMode, write_buffered};
+use crate::guard;
 use crate::respond;
 use crate::routes::{ModelOp, Target};
 use crate::snapshot::{BuiltBackend, BuiltRoute, ExtractionGuard, Snapshot};
 use crate::telemetry::{INFERENCE, SpanError, Telemetry, TraceSpan};
-use modelgate_plugins::extraction::{Action, Identity as ExtractionIdentity, harden_outputs};
+use modelgate_plugins::extraction::Action;
 use modelgate_plugins::schema::ValidatedRequest;
 
 /// Process-wide resources that outlive config generations.
@@ -265,7 +262,7 @@ async fn run(
                 ok_json(session, outcome, meta.as_bytes(), &[]).await
             }
             (
-                Target::Model { prefix_len, .. } | Target::Prefix { prefix_len, .. },
+                target @ (Target::Model { prefix_len, .. } | Target::Prefix { prefix_len, .. }),
                 Some(
                     route @ BuiltRoute {
                         backend: BuiltBackend::Http(upstreams),
@@ -273,6 +270,16 @@ async fn run(
                     },
                 ),
             ) => {
+                // A blocked (or throttled) consumer sends nothing upstream, not even a
+                // metadata request; only inferences are checked on the way back.
+                let guarded = match (route.extraction.as_deref(), caller.as_ref()) {
+                    (Some(guard), Some(caller)) => {
+                        let inference = guarded_inference(&target, validated.as_ref(), guard)?;
+                        screen(shared, plan_spec, guard, caller, route, outcome)?;
+                        inference.map(|inference| (guard, caller, inference))
+                    }
+                    _ => None,
+                };
                 let request = Forwarding {
                     route,
                     caller: caller.as_deref(),
@@ -280,10 +287,34 @@ async fn run(
                     prefix_len,
                     response_headers,
                 };
-                forward(
-                    shared, snapshot, upstreams, session, request, outcome, &backend,
+                let mode = guarded
+                    .as_ref()
+                    .map_or(ResponseMode::Stream, |(guard, ..)| ResponseMode::Buffer {
+                        cap: guard.max_response_bytes,
+                    });
+                let forwarded = forward(
+                    shared, snapshot, upstreams, session, request, mode, outcome, &backend,
                 )
-                .await
+                .await?;
+                let Forwarded::Buffered(header, body) = forwarded else {
+                    return Ok(());
+                };
+                // Only a success carries outputs; the upstream's errors pass as they are.
+                let body = match guarded {
+                    Some((guard, caller, inference)) if header.status.is_success() => {
+                        guard::harden_v2_response(
+                            guard,
+                            caller,
+                            inference,
+                            body,
+                            &mut outcome.extraction,
+                        )?
+                    }
+                    _ => body,
+                };
+                write_buffered(session, header, body, &mut outcome.admission)
+                    .await
+                    .map_err(Failure::Broken)
             }
             (
                 Target::Model { op, version, .. },
@@ -314,21 +345,22 @@ async fn run(
                         })?;
                         let guard = route.extraction.as_deref().zip(caller.as_ref());
                         if let Some((guard, caller)) = guard {
-                            let span = outcome.trace.stage("modelgate.extraction");
-                            let screened =
-                                screen(shared, plan_spec, guard, caller, &route.name, outcome.cost);
-                            if matches!(&screened, Err(d) if d.code == Code::ExtractionSuspected) {
-                                outcome.extraction = Some(Action::Block.as_str());
-                            }
-                            span.end(screened)?;
+                            screen(shared, plan_spec, guard, caller, route, outcome)?;
                         }
                         let span = backend.child(INFERENCE, SpanKind::Internal, || {
                             vec![KeyValue::new("modelgate.batch", request.batch as i64)]
                         });
-                        let (batch, mut outputs) =
+                        let (mut batch, mut outputs) =
                             span.end(model.run(&shared.pool, request).await)?;
                         if let Some((guard, caller)) = guard {
-                            assess(guard, caller, &batch, &mut outputs, outcome);
+                            assess_embedded(
+                                guard,
+                                caller,
+                                model,
+                                &mut batch,
+                                &mut outputs,
+                                outcome,
+                            )?;
                         }
                         let response = model.respond(&batch, &outputs);
                         ok_json(session, outcome, &response, &response_headers).await
@@ -392,110 +424,83 @@ fn validate(
     }
 }
 
-/// Stage 6 (before inference): refuses a consumer the extraction detector blocks, and
-/// applies the throttle rung's cut rate.
+/// Stage 6 before the backend, the same on both backends: [`guard::screen`] in its span; a
+/// block is recorded as the request's extraction action.
 fn screen(
     shared: &Shared,
     plan: Option<&LimitSpec>,
     guard: &ExtractionGuard,
     caller: &Caller,
-    route: &str,
-    cost: u32,
+    route: &BuiltRoute,
+    outcome: &mut Outcome,
 ) -> Result<(), Denial> {
-    let who = identity(guard, caller);
-    if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
-        return Err(denial);
+    let span = outcome.trace.stage("modelgate.extraction");
+    let screened = guard::screen(shared, plan, guard, caller, &route.name, outcome.cost);
+    if matches!(&screened, Err(d) if d.code == Code::ExtractionSuspected) {
+        outcome.extraction = Some(Action::Block.as_str());
     }
-    match plan {
-        Some(plan) if guard.detector.action_for(&who, unix_now()) >= Action::Throttle => {
-            throttle(shared, plan, guard, caller, route, cost)
+    span.end(screened)
+}
+
+/// What a guarded HTTP route forwards: an inference (its validated request, which must
+/// leave the scored output in) to be checked, metadata and ready requests as they are;
+/// other model sub-paths would answer unchecked and are refused (404).
+fn guarded_inference<'v>(
+    target: &Target<'_>,
+    validated: Option<&'v ValidatedRequest>,
+    guard: &ExtractionGuard,
+) -> Result<Option<&'v ValidatedRequest>, Denial> {
+    match target {
+        Target::Model {
+            op: ModelOp::Infer, ..
+        } => {
+            let request =
+                validated.ok_or_else(|| Denial::new(Code::Internal, "inference is unavailable"))?;
+            guard::check_requested_outputs(guard, request).map(|()| Some(request))
         }
-        _ => Ok(()),
+        Target::Model {
+            op: ModelOp::Metadata | ModelOp::Ready,
+            ..
+        } => Ok(None),
+        _ => Err(Denial::new(
+            Code::RouteNotFound,
+            "this route serves the model's metadata, ready and infer endpoints only",
+        )),
     }
 }
 
-/// A consumer at the `throttle` rung gets a cut rate on top of its plan: the plan's rate and
-/// burst times the detector's throttle factor, in a bucket of its own.
-fn throttle(
-    shared: &Shared,
-    plan: &LimitSpec,
+/// Stage 6 after the embedded model ran: [`guard::assess`] on the scored output, then only
+/// the outputs the policy keeps go back.
+fn assess_embedded(
     guard: &ExtractionGuard,
     caller: &Caller,
-    route: &str,
-    cost: u32,
-) -> Result<(), Denial> {
-    let factor = guard.detector.options().throttle_factor.clamp(0.0, 1.0);
-    let scale = |n: u32| ((n as f32 * factor) as u32).max(1);
-    let cut = RateSpec::new(scale(plan.rate.count.get()), plan.rate.per)
-        .and_then(|rate| LimitSpec::new(rate, scale(plan.burst.get())).ok());
-    let Some(cut) = cut else { return Ok(()) };
-    let scope = format!("{route}#extraction-throttle");
-    match shared
-        .limiter
-        .check(&caller.consumer, &scope, &cut, None, cost.max(1))
-    {
-        Ok(_) => Ok(()),
-        Err(refusal) => Err(rate_denial(&refusal)),
-    }
-}
-
-fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdentity<'a> {
-    ExtractionIdentity::of(caller).trusted(guard.trusted.contains(&caller.consumer))
-}
-
-/// Stage 6: feeds the extraction detector with the rows and the model's probabilities, then
-/// hardens the outputs as the assessment says (rounded for untrusted consumers, top-1 only
-/// for suspects). A detector error (shape mismatch) is logged, never shown to the client.
-fn assess(
-    guard: &ExtractionGuard,
-    caller: &Caller,
-    batch: &Batch,
+    model: &EmbeddedModel,
+    batch: &mut Batch,
     outputs: &mut Outputs,
     outcome: &mut Outcome,
-) {
-    let who = identity(guard, caller);
-    let Some((probabilities, classes)) =
-        outputs
-            .tensors
-            .iter_mut()
-            .find_map(|(shape, data)| match data {
-                OutputData::F32(v) if shape.len() == 2 => Some((v, shape[1])),
-                _ => None,
-            })
-    else {
-        return;
+) -> Result<(), Denial> {
+    let scored = model
+        .metadata()
+        .outputs
+        .iter()
+        .position(|o| o.name == guard.output);
+    let Some((_, OutputData::F32(scores))) = scored.and_then(|i| outputs.tensors.get_mut(i)) else {
+        // The snapshot checked the output is an FP32 one; never answer unchecked.
+        log::error!("extraction guard: output {:?} is not FP32", guard.output);
+        return Err(Denial::new(Code::Internal, "inference failed"));
     };
-    match guard
-        .detector
-        .observe(&who, &batch.data, probabilities, unix_now())
-    {
-        Ok(assessment) => {
-            harden_outputs(probabilities, classes, assessment.output);
-            if assessment.action >= Action::Observe {
-                outcome.extraction = Some(assessment.action.as_str());
-                log::warn!(
-                    target: "audit",
-                    "{}",
-                    serde_json::json!({
-                        "event": "extraction_suspected",
-                        "time": unix_now(),
-                        "consumer": caller.consumer,
-                        "group": caller.group,
-                        "action": assessment.action.as_str(),
-                        "combined": assessment.combined,
-                        "reason": assessment.reason.map(|r| r.as_str()),
-                        "queries": assessment.queries_seen,
-                    })
-                );
-            }
-        }
-        Err(e) => log::error!("extraction detector: {e}"),
-    }
+    let policy = guard::assess(guard, caller, &batch.data, scores, &mut outcome.extraction);
+    let tensors = &outputs.tensors;
+    batch.outputs.retain(|&i| {
+        Some(i) == scored
+            || policy.keeps_other_output(matches!(tensors.get(i), Some((_, OutputData::I64(_)))))
+    });
+    Ok(())
 }
 
 /// A refusal by the limiter as a 429 with `Retry-After` (when waiting can help) and the
 /// `RateLimit-*` headers.
-fn rate_denial(refusal: &Refusal) -> Denial {
+pub(crate) fn rate_denial(refusal: &Refusal) -> Denial {
     let (code, message) = match refusal.reason {
         RefusalReason::RateLimited => (Code::RateLimited, "rate limit exceeded"),
         RefusalReason::QuotaExhausted => (Code::QuotaExhausted, "quota exhausted for this window"),
@@ -550,15 +555,17 @@ async fn authenticate(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     shared: &Shared,
     snapshot: &Snapshot,
     upstreams: &crate::forward::HttpUpstreams,
     session: &mut Session,
     request: Forwarding<'_>,
+    mode: ResponseMode,
     outcome: &mut Outcome,
     span: &TraceSpan,
-) -> Result<(), Failure> {
+) -> Result<Forwarded, Failure> {
     let config = &request.route.config;
     let identity = Identity {
         caller: request.caller,
@@ -575,15 +582,16 @@ async fn forward(
             request.body,
             request.prefix_len,
             &identity,
+            mode,
             &mut outcome.admission,
             span,
         )
         .await;
     outcome.upstream = Some(started.elapsed());
     match result {
-        Ok(status) => {
-            outcome.status = status;
-            Ok(())
+        Ok(forwarded) => {
+            outcome.status = forwarded.status();
+            Ok(forwarded)
         }
         Err(ForwardError::BeforeResponse(denial)) => Err(denial.into()),
         Err(ForwardError::AfterResponse(e)) => Err(Failure::Broken(e)),

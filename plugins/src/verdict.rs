@@ -33,12 +33,15 @@ pub enum Code {
     ExtractionSuspected,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// The upstream answered with something the gateway must inspect but cannot read
+    /// (not a KServe v2 response, or over the route's response cap).
+    UpstreamInvalidResponse,
     Internal,
 }
 
 impl Code {
     /// Every code, for metrics and documentation.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 26] = [
         Code::RouteNotFound,
         Code::ModelNotFound,
         Code::MethodNotAllowed,
@@ -63,6 +66,7 @@ impl Code {
         Code::ExtractionSuspected,
         Code::UpstreamUnavailable,
         Code::UpstreamTimeout,
+        Code::UpstreamInvalidResponse,
         Code::Internal,
     ];
 
@@ -93,6 +97,7 @@ impl Code {
             Code::ExtractionSuspected => "extraction_suspected",
             Code::UpstreamUnavailable => "upstream_unavailable",
             Code::UpstreamTimeout => "upstream_timeout",
+            Code::UpstreamInvalidResponse => "upstream_invalid_response",
             Code::Internal => "internal_error",
         }
     }
@@ -119,7 +124,7 @@ impl Code {
             | Code::QuotaExhausted
             | Code::TooManyConcurrent
             | Code::CostExceedsBurst => StatusCode::TOO_MANY_REQUESTS,
-            Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Code::UpstreamUnavailable | Code::UpstreamInvalidResponse => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -151,6 +156,7 @@ impl Code {
             Code::Overloaded
             | Code::UpstreamUnavailable
             | Code::UpstreamTimeout
+            | Code::UpstreamInvalidResponse
             | Code::Internal => "backend",
         }
     }

@@ -9,7 +9,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use super::ExtractionError;
-use super::harden::OutputPolicy;
+use super::harden::{OutputPolicy, harden_outputs};
 use super::profile::{Ladder, Model, Profile, SignalThresholds};
 use super::rng::mix64;
 use super::tracker::{Query, Raw, Scope, Tracker, global_key};
@@ -303,7 +303,7 @@ pub struct DetectorOptions {
 impl Default for DetectorOptions {
     fn default() -> Self {
         DetectorOptions {
-            default_output: OutputPolicy::Round { decimals: 2 },
+            default_output: OutputPolicy::Dither { decimals: 2 },
             suspect_output: OutputPolicy::TopLabel,
             throttle_factor: 0.1,
             hold_secs: 900,
@@ -445,6 +445,25 @@ impl Detector {
     /// The options in use.
     pub fn options(&self) -> &DetectorOptions {
         &self.options
+    }
+
+    /// Hardens `probabilities` (the answers to `rows`, n × d features) in place per
+    /// `policy`, with dither keys from this detector's secret salt and each row's bytes.
+    pub fn harden(&self, rows: &[f32], probabilities: &mut [f32], policy: OutputPolicy) {
+        let keys: Vec<u64> = if matches!(policy, OutputPolicy::Dither { .. }) {
+            rows.chunks(self.model.d.max(1))
+                .map(|row| {
+                    let mut h = self.salt ^ 0xD1B5_4A32_D192_ED03;
+                    for v in row {
+                        h = mix64(h ^ u64::from(v.to_bits()));
+                    }
+                    h
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        harden_outputs(probabilities, self.model.k, policy, &keys);
     }
 
     /// Feeds one request: `rows` is n × d validated input features (row-major), `outputs`

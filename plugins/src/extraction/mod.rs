@@ -33,9 +33,12 @@
 //!
 //! Queries of consumers with a group (org, tenant) also feed the group's merged stream, so a
 //! random or line-search attack split across keys accumulates as one. The group stream uses
-//! only signals that aggregate over members (probing by line geometry, ood, boundary,
-//! coverage): members replaying the same data legitimately near-duplicate each other, so
-//! near-duplicate and distance signals are per consumer. Consumers flagged at harden or
+//! only signals that aggregate over members (probing by line geometry or by near-duplicate
+//! clusters, ood, boundary, coverage): members replaying the same data legitimately
+//! near-duplicate each other now and then, so single near-duplicates and distance signals
+//! are per consumer, and the group counts a query as probing only when it lies within
+//! `near_distance` of at least three of the group's last 16 distinct rows (NES-style
+//! probing spread over keys). Consumers flagged at harden or
 //! above publish the fingerprints of their suspicious queries (probing or out of
 //! distribution; not their natural-looking ones, which benign consumers replaying the same
 //! data would match) to a global TTL-bounded index; other consumers whose
@@ -44,8 +47,10 @@
 //! # Output hardening
 //!
 //! Untrusted consumers get [`DetectorOptions::default_output`] (probabilities rounded to two
-//! decimals): equation solving at d + 1 queries then stays far from the model. Suspects get
-//! [`DetectorOptions::suspect_output`] (top-1 label only). Apply it with [`harden_outputs`].
+//! decimals, entries that round to 0 dithered to 0 or 0.01 by a keyed hash of the row):
+//! equation solving at d + 1 queries, on random or natural rows, then stays far from the
+//! model. Suspects get [`DetectorOptions::suspect_output`] (top-1 label only). Apply it with
+//! [`Detector::harden`] (it holds the dither key).
 //!
 //! # Bounds
 //!

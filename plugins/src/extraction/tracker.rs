@@ -13,6 +13,10 @@ pub(crate) const DUP_RING: usize = 64;
 pub(crate) const COVERAGE_BITS: usize = 4096;
 /// Recent distinct rows (u8-quantised) kept for the near-duplicate distance check.
 pub(crate) const RECENT: usize = 16;
+/// A group query within `near_distance` of this many of the group's recent distinct rows is
+/// a probe: members replaying the same data rarely send more than two variants of one row
+/// within `RECENT` group queries; probes spread over keys send many (NES).
+pub(crate) const GROUP_CLUSTER: usize = 3;
 /// A query within this fraction of the last step from the row before last revisits it.
 const REVISIT_FRACTION: f64 = 0.25;
 /// Most fingerprint hashes kept per query.
@@ -150,8 +154,10 @@ pub(crate) struct Outcome {
     pub duplicate: bool,
     /// Most fingerprint hashes shared with one recent query.
     pub shared: usize,
-    /// Distance to the nearest of the recent distinct rows.
+    /// Distance to the nearest of the recent distinct rows (consumers).
     pub near: Option<f32>,
+    /// Recent distinct rows within `near_distance` (groups).
+    pub cluster: usize,
     /// |cos| between this step and the previous one.
     pub cos: Option<f32>,
     /// Sign-step structure relative to the nearest same-class prototype: the share of
@@ -173,7 +179,7 @@ pub(crate) struct Raw {
 
 /// Which parts a tracker keeps: a group's merged stream skips the per-consumer
 /// near-duplicate and PRADA state (members replaying the same data would look like
-/// near-duplicates of each other).
+/// near-duplicates of each other); it counts near-duplicate clusters instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
     Consumer,
@@ -199,7 +205,7 @@ pub(crate) struct Tracker {
     proto_len: Vec<u8>,
     proto_head: Vec<u8>,
     per_class: usize,
-    /// Ring of the last `RECENT` distinct rows (u8-quantised). Empty for groups.
+    /// Ring of the last `RECENT` distinct rows (u8-quantised).
     recent: Vec<u8>,
     recent_len: usize,
     recent_head: usize,
@@ -246,11 +252,7 @@ impl Tracker {
             proto_len: if consumer { vec![0; m.k] } else { Vec::new() },
             proto_head: if consumer { vec![0; m.k] } else { Vec::new() },
             per_class,
-            recent: if consumer {
-                vec![0; RECENT * m.d]
-            } else {
-                Vec::new()
-            },
+            recent: vec![0; RECENT * m.d],
             recent_len: 0,
             recent_head: 0,
             dist: if consumer {
@@ -307,14 +309,18 @@ impl Tracker {
         self.seq = (self.seq + 1) & SEQ_MASK;
         let p = &m.q;
 
+        let (nearest, cluster) = self.nearest_recent(m, q);
         if self.scope == Scope::Consumer {
             out.shared = self.fingerprint(m, q);
-            out.near = self.nearest_recent(m, q);
+            out.near = nearest;
             out.step = self.prada(m, q);
+        } else {
+            out.cluster = cluster;
         }
         out.cos = self.step_cosine(m.d, &q.q16);
         let near_fp = out.shared >= p.fingerprint_match;
-        let near_d = out.near.is_some_and(|d| d <= p.near_distance);
+        let clustered = self.scope == Scope::Group && cluster >= GROUP_CLUSTER;
+        let near_d = out.near.is_some_and(|d| d <= p.near_distance) || clustered;
         let step = out.step.is_some_and(|s| s >= p.step_fraction);
         let line = out.cos.is_some_and(|c| c >= p.line_cosine);
         out.probe = near_fp || near_d || line || step || linked;
@@ -376,18 +382,23 @@ impl Tracker {
         best
     }
 
-    /// Distance to the nearest recent distinct row; records this row.
-    fn nearest_recent(&mut self, m: &Model, q: &Query) -> Option<f32> {
+    /// Distance to the nearest recent distinct row and how many are within
+    /// `near_distance`; records this row.
+    fn nearest_recent(&mut self, m: &Model, q: &Query) -> (Option<f32>, usize) {
         let d = m.d;
-        let best = self.recent[..self.recent_len * d]
-            .chunks_exact(d)
-            .map(|r| sq_dist_u8(r, &q.q8))
-            .min();
+        let near = m.q.near_distance / m.u8_unit;
+        let near_sq = (near * near) as u32;
+        let (mut best, mut within) = (None, 0);
+        for r in self.recent[..self.recent_len * d].chunks_exact(d) {
+            let s = sq_dist_u8(r, &q.q8);
+            best = Some(best.map_or(s, |b: u32| b.min(s)));
+            within += usize::from(s <= near_sq);
+        }
         let at = self.recent_head * d;
         self.recent[at..at + d].copy_from_slice(&q.q8);
         self.recent_head = (self.recent_head + 1) % RECENT;
         self.recent_len = (self.recent_len + 1).min(RECENT);
-        best.map(|b| (b as f32).sqrt() * m.u8_unit)
+        (best.map(|b| (b as f32).sqrt() * m.u8_unit), within)
     }
 
     /// PRADA: distance to the nearest prototype of the predicted class; grows the class's

@@ -37,13 +37,19 @@ fn main() {
     let evaluation = eval::evaluate(&config, |line| eprintln!("{line}"));
     let gateway = modelgate_e2e::gateway::binary();
     let provenance = report::Provenance {
-        command: format!(
-            "cargo build --release --bins && {}cargo run --release -p modelgate-e2e --bin extraction-eval -- {}",
-            std::env::var("MODELGATE_BIN")
-                .map(|b| format!("MODELGATE_BIN={b} "))
-                .unwrap_or_default(),
-            args.join(" ")
-        ),
+        command: {
+            // The target dir, when not the default, is part of the command.
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map(|t| format!("CARGO_TARGET_DIR={t} "))
+                .unwrap_or_default();
+            format!(
+                "{target}cargo build --release --bins && {target}{}cargo run --release -p modelgate-e2e --bin extraction-eval -- {}",
+                std::env::var("MODELGATE_BIN")
+                    .map(|b| format!("MODELGATE_BIN={b} "))
+                    .unwrap_or_default(),
+                args.join(" ")
+            )
+        },
         date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         git_rev: {
             let rev = shell("git", &["rev-parse", "--short", "HEAD"]);

@@ -387,6 +387,9 @@ pub struct AttackRun {
     /// without it.
     pub seed_only: Option<(f64, f64)>,
     pub reference_seed_only: Option<(f64, f64)>,
+    /// Equation solving: agreement of the linear solve on the top-1 labels of the answers
+    /// alone (an attacker that discards the probabilities), with the gateway.
+    pub label_only: Option<(f64, f64)>,
     pub seconds: f64,
 }
 
@@ -520,6 +523,22 @@ pub fn run_attack(
     } else {
         (None, None, None, None)
     };
+    let label_only = matches!(
+        kind,
+        AttackKind::EquationRandom | AttackKind::EquationInDistribution
+    )
+    .then(|| {
+        let labels: Vec<Vec<f32>> = answers
+            .iter()
+            .map(|p| {
+                let top = argmax(p);
+                (0..p.len())
+                    .map(|c| f32::from(u8::from(c == top)))
+                    .collect()
+            })
+            .collect();
+        bench.agreement(&sim::LinearSoftmax::solve(Space::DIGITS, &queries, &labels))
+    });
     let jacobian = kind == AttackKind::Jacobian;
     let seed_only = jacobian.then(|| train(&queries, &answers, seeds));
     let reference_seed_only = jacobian.then(|| train(&ref_queries, &ref_answers, seeds));
@@ -539,6 +558,7 @@ pub fn run_attack(
         reference_queries: ref_queries.len(),
         seed_only,
         reference_seed_only,
+        label_only,
         seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -316,10 +316,18 @@ for a linear model from d + 1 random points extrapolates badly even from full pr
 gateway. Uniform random rows are also far out of distribution, so the detector hardens and \
 blocks them within a few queries.\n\
 - In-distribution rows: the queries are indistinguishable from a benign consumer's, so only \
-the default rounding applies. 65 labelled in-distribution answers are enough to fit a linear \
-classifier that agrees with the model on many held-out rows even from top-1 labels alone; no \
-output hardening short of refusing service removes the label. This target is not met by the \
-current design and is reported, not asserted, by the quick test.";
+the default hardening applies. Plain rounding to 2 decimals left the solve above 50 % on \
+several seeds: the entries that round to 0 are what a log-probability solve feeds on (clamped \
+to a constant, they make each answer an exact one-hot-like target). The default dither reports \
+each such entry as 0 or 0.01 by a secret keyed hash of the row, so the solve fits noise; the \
+label and every entry above 0.005 stay as rounding gives them, and a repeated row gets the \
+same answer (no averaging over retries).
+- What dither does not stop (\"label-only\" column): an attacker that discards the \
+probabilities and solves on the top-1 labels of the same 65 answers. 65 labelled \
+in-distribution rows fit a linear classifier that agrees with the model on about half the \
+held-out rows, above 50 % on some seeds; no hardening that keeps the label can prevent that \
+short of refusing service. It is the copycat problem on a small budget: only a per-model \
+volume budget bounds it (see Known limits).";
 
 /// Where and how the report was produced.
 #[derive(Debug, Clone, Default)]
@@ -474,12 +482,13 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
         out,
         "\n## Equation solving in detail\n\n\
          Agreement on the held-out rows and on {} uniform random rows (the random variant's \
-         own input distribution), with the gateway (default rounding to 2 decimals, top-1 once \
-         suspected) and without it (full probabilities), at d + 1 = 65 queries. A constant \
+         own input distribution), with the gateway (default dither at 2 decimals, top-1 once \
+         suspected) and without it (full probabilities), at d + 1 = 65 queries; and the solve \
+         on the top-1 labels of the gateway's answers alone. A constant \
          classifier answering the most common class gets {:.1} % on the held-out rows and \
          {:.1} % on the random rows (the model calls most noise one class), so agreement on \
          random rows says little.\n\n\
-         | attack | seed | with gateway: held-out / random | without: held-out / random | rung reached |\n|---|---|---|---|---|",
+         | attack | seed | with gateway: held-out / random | without: held-out / random | label-only, with gateway: held-out / random | rung reached |\n|---|---|---|---|---|---|",
         e.random_rows,
         100.0 * e.baselines.0,
         100.0 * e.baselines.1,
@@ -497,11 +506,12 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             r.kind.name(),
             r.seed,
             both(r.final_agreement),
             both(r.reference_final),
+            both(r.label_only),
             RUNGS[r.max_rung]
         );
     }
@@ -537,15 +547,28 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
 const LIMITS: &str = "\n## Known limits\n\n\
 - In-distribution copycat (Knockoff-style) traffic looks like a benign replay; the detector \
 leaves it alone by design (flagging it would flag benign consumers). Its substitute's \
-agreement with and without the gateway is in the tables: rounding costs it little.\n\
-- Split near-duplicate probing (NES) is not caught at group level: the group stream leaves \
-out near-duplicate and PRADA signals because benign members replaying the same data \
-near-duplicate each other. Member keys are hardened one by one (\"any member at harden\").\n\
+agreement with and without the gateway is in the tables: hardening costs it little. The \
+per-model volume budget (queries against d + 1, capped at harden) is the only signal that \
+grows with it, and benign consumers replaying the held-out set (360 rows) pass far more than \
+d + 1 queries, so at the calibrated volume threshold it does not act within a copycat's \
+budget here.\n\
+- Split near-duplicate probing (NES) is caught at group level by near-duplicate clusters: a \
+group query within `near_distance` of three or more of the group's last 16 distinct rows. \
+Probes spread wider than `near_distance` apart (calibrated from the closest distinct benign \
+rows; here a per-feature σ above about 0.75) are not clustered and are left to each \
+member's own detector, and so is a split attack that interleaves enough other rows to keep \
+fewer than three variants of a point in the group's last 16 queries.\n\
 - Substitutes are softmax regressions (deterministic, fast); a deeper substitute could get \
 more out of the same answers. With this substitute the Jacobian augmentation (λ = 30 % of \
 the range, where it helped in process on average) gains little or even loses agreement \
 without any gateway on many seeds (last column of the Jacobian table): the Jacobian target \
-is only informative on the seeds where the augmentation does gain.\n\
+is only informative on the seeds where the augmentation does gain. The default dither makes \
+the seed set's own substitute noisier (compare \"seed set alone\" with and without the \
+gateway), and one or two more answers move such a substitute by a few points either way: \
+the gain at detection, measured from that lowered baseline, can pass 2 points on a run \
+although detection still comes two queries into the first augmentation round and the \
+substitute at detection stays near or below what the seed set alone gives without any \
+gateway.\n\
 - Detection is read from `GET /admin/suspects` after every answered query, so the counts are \
 exact for one-row requests. The detector runs on wall-clock time; a run takes seconds, so \
 volume decay (half-life one day) and holds (15 min) play no part.\n\
