@@ -306,11 +306,6 @@ proxy_pid() { # target
     esac
 }
 
-# Proxy CPU µs per request between two cpu_us readings ("NA" without a proxy or requests).
-cpu_per_request() { # before after requests
-    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (a == "" || n + 0 == 0) print "NA"; else printf "%.2f\n", (b - a) / n }'
-}
-
 run_wrk() { # target url round [seconds] [record]
     local target=$1 url=$2 round=$3 secs=${4:-$DURATION} record=${5:-1}
     local raw=$WORK/raw/wrk-$target-$round.txt proxy cpu0 cpu1=""

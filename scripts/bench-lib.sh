@@ -135,5 +135,10 @@ cpu_us() { # pid
     echo $((ticks * 1000000 / $(getconf CLK_TCK)))
 }
 
+# CPU µs per request between two cpu_us readings ("NA" without a reading or requests).
+cpu_per_request() { # before after requests
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (a == "" || n + 0 == 0) print "NA"; else printf "%.2f\n", (b - a) / n }'
+}
+
 # A number rounded to an integer ("NA" stays).
 fmt_int() { awk -v v="$1" 'BEGIN { if (v == "NA" || v == "") print "NA"; else printf "%.0f\n", v }'; }

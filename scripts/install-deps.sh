@@ -5,11 +5,12 @@
 # something is missing.
 #
 #   scripts/install-deps.sh           # build deps: cmake (Pingora builds zlib-ng), pkg-config, curl
-#   scripts/install-deps.sh --bench   # + nginx-light, wrk, util-linux (taskset), openssl, valgrind, python3
+#   scripts/install-deps.sh --bench   # + nginx-light, wrk, util-linux (taskset), openssl, valgrind,
+#                                     #   linux-perf, python3
 set -euo pipefail
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 bench=0
@@ -23,7 +24,7 @@ done
 
 packages=(cmake pkg-config curl)
 if [[ $bench == 1 ]]; then
-    packages+=(nginx-light wrk util-linux openssl valgrind python3)
+    packages+=(nginx-light wrk util-linux openssl valgrind linux-perf python3)
 fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then

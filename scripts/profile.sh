@@ -14,8 +14,17 @@
 # functions with the most self instructions. Written to OUT (default
 # target/profile-<kind>.md); the raw callgrind file is kept next to it.
 #
-# Knobs: PATH_KIND=full REQUESTS=20000 WARMUP=2000 BASE_PORT=19500 OUT CARGO_TARGET_DIR
-# Needs: valgrind (callgrind_annotate, callgrind_control), cargo, curl.
+# PROFILER=perf instead samples where the time goes at saturation, kernel included (what
+# callgrind cannot see): the server pinned to CPU 0, `modelgate-loadtest` closed loop (64
+# connections) on CPU 1 for DURATION seconds, `perf record -e cpu-clock` on the server.
+# Report: req/s, server CPU µs per request, the time split by binary (kernel, gateway,
+# libc) and the top symbols; the raw perf.data is kept next to it (target/perf-<kind>.md).
+#
+# PERF_CALLGRAPH=1 also records call graphs (`perf report -g` on the kept perf.data).
+#
+# Knobs: PATH_KIND=full PROFILER=callgrind REQUESTS=20000 WARMUP=2000 DURATION=10
+#        PERF_CALLGRAPH BASE_PORT=19500 OUT CARGO_TARGET_DIR
+# Needs: valgrind (callgrind_annotate, callgrind_control) or perf and taskset, cargo, curl.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,19 +34,25 @@ BENCH_NAME=profile
 source "$ROOT/scripts/bench-lib.sh"
 
 PATH_KIND=${PATH_KIND:-full}
+PROFILER=${PROFILER:-callgrind}
 REQUESTS=${REQUESTS:-20000}
 WARMUP=${WARMUP:-2000}
+DURATION=${DURATION:-10}
 BASE_PORT=${BASE_PORT:-19500}
-OUT=${OUT:-target/profile-$PATH_KIND.md}
+case $PROFILER in
+    callgrind) OUT=${OUT:-target/profile-$PATH_KIND.md} tools=(valgrind callgrind_annotate callgrind_control) ;;
+    perf) OUT=${OUT:-target/perf-$PATH_KIND.md} tools=(perf taskset) ;;
+    *) die "PROFILER must be callgrind or perf" ;;
+esac
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
 [[ $PATH_KIND =~ ^(full|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, routing, auth or nginx"
-for knob in REQUESTS WARMUP BASE_PORT; do
+for knob in REQUESTS WARMUP DURATION BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
-for tool in valgrind callgrind_annotate callgrind_control cargo curl; do
+for tool in "${tools[@]}" cargo curl; do
     command -v "$tool" >/dev/null 2>&1 || die "missing: $tool (scripts/install-deps.sh --bench)"
 done
 
@@ -98,24 +113,28 @@ KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench -
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
 
-callgrind=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p")
+if [[ $PROFILER == perf ]]; then
+    launch=(taskset -c 0)
+else
+    launch=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p")
+fi
 if [[ $PATH_KIND == nginx ]]; then
     mkdir -p "$WORK/nginx/tmp"
     sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$GATEWAY_PORT|g" \
         -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
     # One process (no master), so callgrind sees the worker that does the work.
-    "${callgrind[@]}" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
+    "${launch[@]}" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
         -g "master_process off;" >"$WORK/server.log" 2>&1 &
     ready_url=http://$HOST:$GATEWAY_PORT/open/ready
 else
-    RUST_LOG=warn "${callgrind[@]}" "$MODELGATE" serve --config "$WORK/modelgate.toml" >"$WORK/server.log" 2>&1 &
+    RUST_LOG=warn "${launch[@]}" "$MODELGATE" serve --config "$WORK/modelgate.toml" >"$WORK/server.log" 2>&1 &
     ready_url=http://$HOST:$ADMIN_PORT/healthz
 fi
 SERVER_PID=$!
 PIDS+=("$SERVER_PID") SIGS+=(INT) NAMES+=("$PATH_KIND server")
 for ((i = 0; i < 600; i++)); do # valgrind starts slowly
     [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$ready_url" || true) == 200 ]] && break
-    check_alive "starting under callgrind"
+    check_alive "starting under $PROFILER"
     sleep 0.2
 done
 
@@ -130,6 +149,52 @@ send() { # requests -> the loadtest JSON report
     "$LOADTEST" run --url "$url" --samples "$SAMPLES" "${args[@]}" --connections 8 --rate "$rate" \
         --duration "$(((n + rate - 1) / rate))s" --timeout 30s --json 2>>"$WORK/loadtest.err" | grep '^{' | tail -1
 }
+if [[ $PROFILER == perf ]]; then
+    saturate() { # seconds -> the loadtest JSON report
+        taskset -c 1 "$LOADTEST" run --url "$url" --samples "$SAMPLES" "${args[@]}" --connections 64 \
+            --duration "${1}s" --json 2>>"$WORK/loadtest.err" | grep '^{' | tail -1
+    }
+    saturate 2 >/dev/null
+    cpu0=$(cpu_us "$SERVER_PID")
+    perf record -e cpu-clock -F 2000 ${PERF_CALLGRAPH:+-g} -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" \
+        >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+    json=$(saturate "$DURATION")
+    cpu1=$(cpu_us "$SERVER_PID")
+    wait "$PERF_PID" || die "perf record failed: $(tail -3 "$WORK/perf.log")"
+    completed=$(json_num "$json" completed)
+    ok=$(json_num "$(grep -o '"statuses":{[^}]*}' <<<"$json")" 200)
+    [[ ${ok:-0} -gt 0 ]] || die "no 200 responses: $json"
+    mkdir -p "$(dirname "$OUT")"
+    cp "$WORK/perf.data" "${OUT%.md}.perf.data"
+    report=$(
+        echo "## modelgate time profile (perf, cpu-clock): $PATH_KIND path"
+        echo
+        echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1} scripts/profile.sh\`"
+        echo "- server pinned to CPU 0, modelgate-loadtest closed loop (64 connections) on CPU 1"
+        echo "- $completed requests in ${DURATION}s ($ok answered 200): $(json_num "$json" rps) req/s"
+        echo "- server CPU (user + system): $(cpu_per_request "$cpu0" "$cpu1" "$completed") µs per request"
+        echo
+        echo "Time by binary:"
+        echo
+        echo '```'
+        perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
+        echo '```'
+        echo
+        echo "Top symbols (self time):"
+        echo
+        echo '```'
+        perf report -i "$WORK/perf.data" --stdio --no-children -g none --sort sym 2>/dev/null |
+            grep -E '^ +[0-9.]+%' | head -30 | cut -c1-160
+        echo '```'
+    )
+    echo "$report" >"$OUT"
+    echo "$report"
+    echo "$BENCH_NAME: report written to $OUT (raw: ${OUT%.md}.perf.data)" >&2
+    exit 0
+fi
+
 send "$WARMUP" >/dev/null
 callgrind_control -z "$SERVER_PID" >/dev/null
 json=$(send "$REQUESTS")

@@ -19,7 +19,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, OrErr};
 
 use modelgate_config::HttpBackend;
-use modelgate_plugins::auth::{Caller, CredentialKind};
+use modelgate_plugins::auth::Caller;
 use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
@@ -322,19 +322,15 @@ impl HttpUpstreams {
             }
         }
         if let Some(caller) = identity.caller {
-            let credential = match &caller.credential {
-                CredentialKind::ApiKey { key_id } => ["api_key:", key_id.as_str()],
-                CredentialKind::Jwt { issuer } => ["jwt:", issuer.as_str()],
-            };
+            let values = caller.header_values();
             for (name, value) in [
-                (X_MODELGATE_CONSUMER, [caller.consumer.as_str(), ""]),
-                (X_MODELGATE_PLAN, [caller.plan.as_str(), ""]),
-                (X_MODELGATE_CREDENTIAL, credential),
+                (X_MODELGATE_CONSUMER, &values.consumer),
+                (X_MODELGATE_PLAN, &values.plan),
+                (X_MODELGATE_CREDENTIAL, &values.credential),
             ] {
-                // A value that is not a valid header (e.g. a control character in a JWT
-                // claim) is dropped rather than forwarded.
-                if let Some(value) = header_value(&value) {
-                    headers.insert(name, value);
+                // A value that is not a valid header is left out (see `HeaderValues`).
+                if let Some(value) = value {
+                    headers.insert(name, value.clone());
                 }
             }
         }

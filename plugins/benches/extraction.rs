@@ -19,15 +19,15 @@ fn models() -> PathBuf {
 }
 
 fn caller(name: &str, group: Option<&str>) -> Caller {
-    Caller {
-        consumer: name.to_string(),
-        plan: "default".to_string(),
-        scopes: Scopes::All,
-        group: group.map(str::to_string),
-        credential: CredentialKind::ApiKey {
+    Caller::new(
+        name.to_string(),
+        "default".to_string(),
+        Scopes::All,
+        group.map(str::to_string),
+        CredentialKind::ApiKey {
             key_id: name.to_string(),
         },
-    }
+    )
 }
 
 /// Held-out rows and plausible outputs (softmax over negative centroid distances).

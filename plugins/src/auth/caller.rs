@@ -1,5 +1,9 @@
 //! Who is calling: the identity every later stage keys its decisions and state on.
 
+use std::sync::OnceLock;
+
+use http::HeaderValue;
+
 /// Which models a credential may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scopes {
@@ -43,7 +47,7 @@ pub enum CredentialKind {
 }
 
 /// An authenticated caller. Only authentication creates one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Stable consumer name (API key's consumer, or a JWT claim).
     pub consumer: String,
@@ -53,4 +57,64 @@ pub struct Caller {
     /// A group of consumers (an org, a JWT tenant claim), if known.
     pub group: Option<String>,
     pub credential: CredentialKind,
+    /// [`Caller::header_values`], rendered on first use: a key's caller is shared by all
+    /// of its requests, so they pay for it once.
+    header_values: OnceLock<HeaderValues>,
 }
+
+/// The caller as values for the identity headers sent upstream. `None` where a value is not
+/// a valid header value (e.g. a control character in a JWT claim): that header is left out.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderValues {
+    pub consumer: Option<HeaderValue>,
+    pub plan: Option<HeaderValue>,
+    /// `api_key:<key id>` or `jwt:<issuer>`.
+    pub credential: Option<HeaderValue>,
+}
+
+impl Caller {
+    pub fn new(
+        consumer: String,
+        plan: String,
+        scopes: Scopes,
+        group: Option<String>,
+        credential: CredentialKind,
+    ) -> Caller {
+        Caller {
+            consumer,
+            plan,
+            scopes,
+            group,
+            credential,
+            header_values: OnceLock::new(),
+        }
+    }
+
+    /// The identity header values, rendered once per caller.
+    pub fn header_values(&self) -> &HeaderValues {
+        self.header_values.get_or_init(|| {
+            let value = |text: String| HeaderValue::try_from(text).ok();
+            HeaderValues {
+                consumer: value(self.consumer.clone()),
+                plan: value(self.plan.clone()),
+                credential: value(match &self.credential {
+                    CredentialKind::ApiKey { key_id } => format!("api_key:{key_id}"),
+                    CredentialKind::Jwt { issuer } => format!("jwt:{issuer}"),
+                }),
+            }
+        })
+    }
+}
+
+/// Callers are equal when they are the same identity (the rendered header cache aside).
+impl PartialEq for Caller {
+    fn eq(&self, other: &Caller) -> bool {
+        self.consumer == other.consumer
+            && self.plan == other.plan
+            && self.scopes == other.scopes
+            && self.group == other.group
+            && self.credential == other.credential
+    }
+}
+
+impl Eq for Caller {}

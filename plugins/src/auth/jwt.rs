@@ -382,15 +382,15 @@ impl JwtVerifier {
             Some(Value::String(g)) => Some(g.clone()),
             Some(_) => return Err(CLAIM_TYPE),
         };
-        Ok(Caller {
+        Ok(Caller::new(
             consumer,
             plan,
             scopes,
             group,
-            credential: CredentialKind::Jwt {
+            CredentialKind::Jwt {
                 issuer: settings.issuer.clone(),
             },
-        })
+        ))
     }
 }
 
@@ -590,15 +590,15 @@ mod tests {
         let caller = verify(&sign(Algorithm::RS256, Some("rsa"), &claims())).unwrap();
         assert_eq!(
             caller,
-            Caller {
-                consumer: "alice".to_string(),
-                plan: "pro".to_string(),
-                scopes: Scopes::Models(vec!["small".to_string(), "large".to_string()]),
-                group: Some("acme".to_string()),
-                credential: CredentialKind::Jwt {
+            Caller::new(
+                "alice".to_string(),
+                "pro".to_string(),
+                Scopes::Models(vec!["small".to_string(), "large".to_string()]),
+                Some("acme".to_string()),
+                CredentialKind::Jwt {
                     issuer: ISS.to_string()
-                },
-            }
+                }
+            )
         );
     }
 

@@ -213,15 +213,15 @@ impl KeyVerifier {
                 .map(|p| Ok((parse(&p.hash)?, p.valid_until)))
                 .collect::<Result<Vec<_>, String>>()?;
             let key = VerifiableKey {
-                caller: Arc::new(Caller {
-                    consumer: r.consumer.clone(),
-                    plan: r.plan.clone(),
-                    scopes: Scopes::from_names(r.models.iter().cloned()),
-                    group: r.group.clone(),
-                    credential: CredentialKind::ApiKey {
+                caller: Arc::new(Caller::new(
+                    r.consumer.clone(),
+                    r.plan.clone(),
+                    Scopes::from_names(r.models.iter().cloned()),
+                    r.group.clone(),
+                    CredentialKind::ApiKey {
                         key_id: r.id.clone(),
                     },
-                }),
+                )),
                 expires: r.expires,
                 revoked: r.status == KeyStatus::Revoked,
                 current: parse(&r.hash)?,

@@ -10,5 +10,5 @@ pub mod keys;
 pub mod keystore;
 pub mod token_cache;
 
-pub use caller::{Caller, CredentialKind, Scopes};
+pub use caller::{Caller, CredentialKind, HeaderValues, Scopes};
 pub use failure::AuthFailure;

@@ -79,13 +79,13 @@ mod tests {
     use crate::auth::{CredentialKind, Scopes};
 
     fn caller() -> Arc<Caller> {
-        Arc::new(Caller {
-            consumer: "alice".into(),
-            plan: "pro".into(),
-            scopes: Scopes::All,
-            group: None,
-            credential: CredentialKind::Jwt { issuer: "i".into() },
-        })
+        Arc::new(Caller::new(
+            "alice".into(),
+            "pro".into(),
+            Scopes::All,
+            None,
+            CredentialKind::Jwt { issuer: "i".into() },
+        ))
     }
 
     #[test]

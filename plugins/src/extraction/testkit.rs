@@ -39,15 +39,15 @@ pub fn shipped_profile() -> Profile {
 }
 
 pub fn caller(consumer: &str, group: Option<&str>) -> Caller {
-    Caller {
-        consumer: consumer.to_string(),
-        plan: "default".to_string(),
-        scopes: Scopes::All,
-        group: group.map(str::to_string),
-        credential: CredentialKind::ApiKey {
+    Caller::new(
+        consumer.to_string(),
+        "default".to_string(),
+        Scopes::All,
+        group.map(str::to_string),
+        CredentialKind::ApiKey {
             key_id: format!("key-{consumer}"),
         },
-    }
+    )
 }
 
 /// Something that answers queries with probabilities.
