@@ -118,3 +118,55 @@ impl PartialEq for Caller {
 }
 
 impl Eq for Caller {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(consumer: &str, credential: CredentialKind) -> Caller {
+        Caller::new(consumer.into(), "pro".into(), Scopes::All, None, credential)
+    }
+
+    #[test]
+    fn header_values_name_the_caller_and_its_credential() {
+        let key = caller(
+            "acme",
+            CredentialKind::ApiKey {
+                key_id: "0123abcd".into(),
+            },
+        );
+        let values = key.header_values();
+        assert_eq!(values.consumer.as_ref().unwrap(), "acme");
+        assert_eq!(values.plan.as_ref().unwrap(), "pro");
+        assert_eq!(values.credential.as_ref().unwrap(), "api_key:0123abcd");
+        let jwt = caller(
+            "bob",
+            CredentialKind::Jwt {
+                issuer: "https://idp".into(),
+            },
+        );
+        assert_eq!(
+            jwt.header_values().credential.as_ref().unwrap(),
+            "jwt:https://idp"
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_header_value_is_left_out() {
+        let odd = caller("line\nbreak", CredentialKind::Jwt { issuer: "i".into() });
+        assert!(odd.header_values().consumer.is_none());
+        assert_eq!(odd.header_values().plan.as_ref().unwrap(), "pro");
+    }
+
+    #[test]
+    fn equality_ignores_whether_header_values_were_rendered() {
+        let a = caller("acme", CredentialKind::ApiKey { key_id: "k".into() });
+        let b = a.clone();
+        a.header_values();
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            caller("other", CredentialKind::ApiKey { key_id: "k".into() })
+        );
+    }
+}
