@@ -231,7 +231,7 @@ report=$(
         "route lookup|RouteIndex::resolve" \
         "credential extraction|Authenticator::credential" \
         "API key verification (SHA-256, constant-time compare)|KeyVerifier::verify" \
-        "v2 validation, parsed once (JSON parse included)|RouteValidation::check_infer" \
+        "v2 validation, parsed once (JSON parse included)|modelgate_plugins::schema::validate_infer" \
         "rate limit (GCRA + quota + in-flight)|modelgate_plugins::ratelimit::Limiter<" \
         "upstream request header (incl. traceparent)|HttpUpstreams::upstream_request" \
         "upstream exchange (write, read, pool)|modelgate::forward::exchange::{{closure}}" \
