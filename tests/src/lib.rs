@@ -5,6 +5,7 @@
 //! path in `MODELGATE_BIN`.
 
 pub mod client;
+pub mod digits;
 pub mod eval;
 pub mod gateway;
 pub mod upstream;
@@ -32,6 +33,22 @@ pub fn repo_root() -> PathBuf {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
+}
+
+/// `n` rows of uniform random pixels in [0, 16] (xorshift from `seed`: reproducible).
+pub fn random_rows(n: usize, mut seed: u64) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 17) as f32
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The bundled model's held-out rows (64 pixel values each) and labels.

@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use modelgate_e2e::client::{self, Conn, get, post_bytes};
+use modelgate_e2e::client::{self, Conn, get};
+use modelgate_e2e::digits::{infer, output, probe_until_blocked};
 use modelgate_e2e::gateway::{ADMIN_TOKEN, GatewayProcess, Setup};
-use modelgate_e2e::repo_root;
-use serde_json::{Value, json};
-
-const INFER: &str = "/v2/models/digits/infer";
+use modelgate_e2e::{holdout, random_rows, repo_root};
 
 fn setup() -> Setup {
     let models = repo_root().join("models");
@@ -28,69 +26,6 @@ fn issue(setup: &Setup, consumer: &str) -> String {
     setup.issue_key(consumer, "default", "digits")
 }
 
-fn holdout() -> Vec<Vec<f64>> {
-    let v: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("models/digits_holdout.json")).unwrap(),
-    )
-    .unwrap();
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
-fn infer(conn: &mut Conn, key: &str, row: &[f64]) -> client::Response {
-    let body =
-        json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]})
-            .to_string();
-    conn.request(&post_bytes(
-        INFER,
-        body.as_bytes(),
-        &format!("x-api-key: {key}\r\n"),
-    ))
-    .unwrap()
-}
-
-fn probabilities(r: &client::Response) -> Vec<f64> {
-    let v = r.json();
-    let out = v["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "probabilities")
-        .unwrap();
-    out["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// xorshift: uniform random pixels in [0, 16], reproducible.
-fn random_rows(n: usize, mut seed: u64) -> Vec<Vec<f64>> {
-    (0..n)
-        .map(|_| {
-            (0..64)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed % 17) as f64
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() {
     let setup = setup();
@@ -100,14 +35,14 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
         issue(&setup, "partner"),
     );
     let gw = setup.start();
-    let rows = holdout();
+    let (rows, _) = holdout();
 
     // Benign replay: every answer 200, probabilities rounded to 2 decimals.
     let mut conn = Conn::open(gw.addr).unwrap();
     for row in rows.iter().take(40) {
         let r = infer(&mut conn, &benign, row);
         assert_eq!(r.status, 200);
-        for p in probabilities(&r) {
+        for p in output(&r, "probabilities").unwrap() {
             assert!(
                 ((p * 100.0).round() - p * 100.0).abs() < 1e-3,
                 "{p} not rounded"
@@ -117,34 +52,22 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
     // A trusted consumer gets full precision.
     let r = infer(&mut conn, &partner, &rows[0]);
     assert!(
-        probabilities(&r)
+        output(&r, "probabilities")
+            .unwrap()
             .iter()
             .any(|p| ((p * 100.0).round() - p * 100.0).abs() > 1e-3),
         "trusted output rounded"
     );
 
     // Random probing: hardened to top-1 labels within 10 queries, blocked soon after.
-    let mut hardened_at = None;
-    let mut blocked_at = None;
-    for (i, row) in random_rows(60, 0x9e3779b97f4a7c15).iter().enumerate() {
-        let r = infer(&mut conn, &attacker, row);
-        if r.status == 403 {
-            assert_eq!(r.error_code(), "extraction_suspected");
-            blocked_at = Some(i + 1);
-            break;
-        }
-        assert_eq!(r.status, 200);
-        let p = probabilities(&r);
-        if hardened_at.is_none()
-            && p.iter().filter(|x| **x == 1.0).count() == 1
-            && p.iter().filter(|x| **x == 0.0).count() == 9
-        {
-            hardened_at = Some(i + 1);
-        }
-    }
-    let hardened_at = hardened_at.expect("random probing was never hardened");
+    let probing = probe_until_blocked(&mut conn, &attacker, 60, 0x9e3779b97f4a7c15);
+    let hardened_at = probing
+        .hardened_at
+        .expect("random probing was never hardened");
     assert!(hardened_at <= 10, "hardened only at query {hardened_at}");
-    let blocked_at = blocked_at.expect("random probing was never blocked");
+    let blocked_at = probing
+        .blocked_at
+        .expect("random probing was never blocked");
 
     // The benign consumer is untouched.
     assert_eq!(infer(&mut conn, &benign, &rows[41]).status, 200);

@@ -7,12 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use modelgate_e2e::client::{self, Conn, post_bytes};
+use modelgate_e2e::digits::{INFER, infer, infer_with, output, probe_until_blocked};
 use modelgate_e2e::gateway::{GatewayProcess, Setup, digits_route};
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 use modelgate_e2e::{holdout, repo_root};
 use serde_json::{Value, json};
-
-const INFER: &str = "/v2/models/digits/infer";
 
 /// A gateway whose `digits` route forwards to `upstream` with extraction detection on.
 fn setup(upstream: &str, extraction: &str) -> Setup {
@@ -27,63 +26,17 @@ fn setup(upstream: &str, extraction: &str) -> Setup {
     ))
 }
 
-fn infer_with(
-    conn: &mut Conn,
-    key: &str,
-    row: &[f32],
-    outputs: Option<&[&str]>,
-) -> client::Response {
-    let mut body =
-        json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]});
-    if let Some(names) = outputs {
-        body["outputs"] = names.iter().map(|n| json!({"name": n})).collect();
-    }
-    conn.request(&post_bytes(
-        INFER,
-        body.to_string().as_bytes(),
-        &format!("x-api-key: {key}\r\n"),
-    ))
-    .unwrap()
-}
-
-fn infer(conn: &mut Conn, key: &str, row: &[f32]) -> client::Response {
-    infer_with(conn, key, row, None)
-}
-
-fn output(r: &client::Response, name: &str) -> Option<Vec<f64>> {
-    let v = r.json();
-    let out = v["outputs"]
-        .as_array()?
-        .iter()
-        .find(|o| o["name"] == name)?;
-    Some(
-        out["data"]
-            .as_array()?
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect(),
+/// `GET` the model's v2 metadata as the holder of `key`.
+fn metadata(conn: &mut Conn, key: &str) -> client::Response {
+    conn.request(
+        format!("GET /v2/models/digits HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
     )
+    .unwrap()
 }
 
 fn is_rounded(p: &[f64]) -> bool {
     p.iter()
         .all(|x| ((x * 100.0).round() - x * 100.0).abs() < 1e-3)
-}
-
-/// xorshift: uniform random pixels in [0, 16], reproducible.
-fn random_rows(n: usize, mut seed: u64) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|_| {
-            (0..64)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed % 17) as f32
-                })
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -134,48 +87,26 @@ fn an_http_route_scores_hardens_and_blocks_like_an_embedded_one() {
         (404, "route_not_found")
     );
     // Metadata still passes through.
-    let r = conn
-        .request(
-            format!("GET /v2/models/digits HTTP/1.1\r\nHost: t\r\nx-api-key: {benign}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
+    let r = metadata(&mut conn, &benign);
     assert_eq!(r.status, 200);
     forwarded += 1;
 
     // Random probing: top-1 labels within 10 queries, then blocked.
-    let mut hardened_at = None;
-    let mut blocked_at = None;
-    for (i, row) in random_rows(60, 0x9e3779b97f4a7c15).iter().enumerate() {
-        let r = infer(&mut conn, &attacker, row);
-        if r.status == 403 {
-            assert_eq!(r.error_code(), "extraction_suspected");
-            blocked_at = Some(i + 1);
-            break;
-        }
-        assert_eq!(r.status, 200);
-        forwarded += 1;
-        let p = output(&r, "probabilities").unwrap();
-        if hardened_at.is_none()
-            && p.iter().filter(|x| **x == 1.0).count() == 1
-            && p.iter().filter(|x| **x == 0.0).count() == 9
-        {
-            hardened_at = Some(i + 1);
-        }
-    }
-    let hardened_at = hardened_at.expect("random probing was never hardened");
+    let probing = probe_until_blocked(&mut conn, &attacker, 60, 0x9e3779b97f4a7c15);
+    forwarded += probing.answered;
+    let hardened_at = probing
+        .hardened_at
+        .expect("random probing was never hardened");
     assert!(hardened_at <= 10, "hardened only at query {hardened_at}");
-    assert!(blocked_at.is_some(), "random probing was never blocked");
+    assert!(
+        probing.blocked_at.is_some(),
+        "random probing was never blocked"
+    );
     // Blocked: refused again, metadata included, and nothing of it reaches the upstream.
     for row in &rows[..3] {
         assert_eq!(infer(&mut conn, &attacker, row).status, 403);
     }
-    let r = conn
-        .request(
-            format!("GET /v2/models/digits HTTP/1.1\r\nHost: t\r\nx-api-key: {attacker}\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
+    let r = metadata(&mut conn, &attacker);
     assert_eq!(r.status, 403);
     assert_eq!(infer(&mut conn, &benign, &rows[40]).status, 200);
     forwarded += 1;
