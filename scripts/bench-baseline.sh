@@ -522,8 +522,8 @@ table=$(
     echo "p50/p99. \"errors\" = non-2xx responses + socket/timeout/protocol errors, summed over all rounds."
     echo "Ratios compare medians measured with the same load generator in this run. \"proxy CPU µs /"
     echo "request\" = user + system CPU time the proxy process (nginx: master and worker) used during"
-    echo "the round, divided by the requests completed: unlike req/s, it barely moves when other"
-    echo "work on the machine takes CPU time from the proxy."
+    echo "the round, divided by the requests completed: it moves less than req/s when other work"
+    echo "on the machine takes CPU time from the proxy (time the proxy does not get is not counted)."
 )
 
 mkdir -p "$(dirname "$OUT")"
