@@ -207,19 +207,15 @@ impl HttpUpstreams {
         let peer = &backend.peer;
         let body_len = body.len();
         let request = |session: &Session| {
-            let mut request = self.upstream_request(
+            self.upstream_request(
                 session,
                 &backend.base_path,
                 prefix_len,
                 body_len,
                 identity,
+                mode,
                 traceparent.clone(),
-            )?;
-            if mode != ResponseMode::Stream {
-                // A buffered response is read by the gateway: no content coding.
-                request.remove_header(&header::ACCEPT_ENCODING);
-            }
-            Ok(request)
+            )
         };
         match tokio::time::timeout(
             self.total_timeout,
@@ -246,6 +242,7 @@ impl HttpUpstreams {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
         session: &Session,
@@ -253,6 +250,7 @@ impl HttpUpstreams {
         prefix_len: usize,
         body_len: usize,
         identity: &Identity<'_>,
+        mode: ResponseMode,
         traceparent: Option<HeaderValue>,
     ) -> Result<Box<RequestHeader>, ForwardError> {
         let downstream = session.req_header();
@@ -312,6 +310,10 @@ impl HttpUpstreams {
         // Credentials stay here unless the route forwards them.
         if identity.strip_credentials {
             strip.extend(identity.credential_headers.iter().cloned());
+        }
+        if mode != ResponseMode::Stream {
+            // A buffered response is read by the gateway: no content coding.
+            strip.push(header::ACCEPT_ENCODING);
         }
         let headers = &mut parts.headers;
         headers.reserve(downstream.headers.len() + 6);
