@@ -4,6 +4,7 @@
 //! authenticated request asks it), so worker threads do not queue on one lock.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -15,6 +16,9 @@ pub struct FailureLimiter {
     per_window: u32,
     max_peers: usize,
     peers: DashMap<IpAddr, (u64, u32)>,
+    /// The latest window with a failure: in any other window nobody is blocked, so the
+    /// per-request check skips the lookup (the usual case: no failures this minute).
+    last_failure_window: AtomicU64,
 }
 
 impl FailureLimiter {
@@ -24,6 +28,7 @@ impl FailureLimiter {
             per_window: per_minute.max(1),
             max_peers: max_peers.max(1),
             peers: DashMap::new(),
+            last_failure_window: AtomicU64::new(0),
         }
     }
 
@@ -31,6 +36,9 @@ impl FailureLimiter {
     /// (`now` in unix seconds).
     pub fn blocked(&self, peer: IpAddr, now: u64) -> Option<Duration> {
         let window = now / WINDOW_SECS;
+        if self.last_failure_window.load(Ordering::Relaxed) != window {
+            return None;
+        }
         let (w, count) = *self.peers.get(&peer)?;
         match (w, count) {
             (w, count) if w == window && count >= self.per_window => {
@@ -43,6 +51,9 @@ impl FailureLimiter {
     /// Counts one failure for `peer`.
     pub fn record_failure(&self, peer: IpAddr, now: u64) {
         let window = now / WINDOW_SECS;
+        // Monotonic: a thread with a slightly older clock must not move it back.
+        self.last_failure_window
+            .fetch_max(window, Ordering::Relaxed);
         let peers = &self.peers;
         if !peers.contains_key(&peer) && peers.len() >= self.max_peers {
             peers.retain(|_, (w, _)| *w == window);
@@ -83,6 +94,16 @@ mod tests {
         assert_eq!(l.blocked(ip(1), 125), Some(Duration::from_secs(55)));
         assert_eq!(l.blocked(ip(2), 125), None, "other peers unaffected");
         assert_eq!(l.blocked(ip(1), 180), None, "next window");
+    }
+
+    #[test]
+    fn a_late_failure_from_an_older_window_does_not_unblock_the_current_one() {
+        let l = FailureLimiter::new(3, 10);
+        for _ in 0..3 {
+            l.record_failure(ip(1), 185);
+        }
+        l.record_failure(ip(2), 119); // recorded late, by a thread whose clock was behind
+        assert_eq!(l.blocked(ip(1), 186), Some(Duration::from_secs(54)));
     }
 
     #[test]
