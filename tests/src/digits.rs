@@ -7,16 +7,21 @@ use crate::client::{Conn, Response, post_bytes};
 /// The model's v2 infer path.
 pub const INFER: &str = "/v2/models/digits/infer";
 
-/// Infers one 64-pixel `row` as the holder of API `key`, asking for `outputs` (all if `None`).
-pub fn infer_with(conn: &mut Conn, key: &str, row: &[f32], outputs: Option<&[&str]>) -> Response {
+/// A v2 infer body for one 64-pixel `row`, asking for `outputs` (all if `None`).
+pub fn infer_body(row: &[f32], outputs: Option<&[&str]>) -> Vec<u8> {
     let mut body =
         json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]});
     if let Some(names) = outputs {
         body["outputs"] = names.iter().map(|n| json!({"name": n})).collect();
     }
+    body.to_string().into_bytes()
+}
+
+/// Infers one 64-pixel `row` as the holder of API `key`, asking for `outputs` (all if `None`).
+pub fn infer_with(conn: &mut Conn, key: &str, row: &[f32], outputs: Option<&[&str]>) -> Response {
     conn.request(&post_bytes(
         INFER,
-        body.to_string().as_bytes(),
+        &infer_body(row, outputs),
         &format!("x-api-key: {key}\r\n"),
     ))
     .expect("infer request")

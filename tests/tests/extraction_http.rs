@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use modelgate_e2e::client::{self, Conn, post_bytes};
-use modelgate_e2e::digits::{INFER, infer, infer_with, output, probe_until_blocked};
+use modelgate_e2e::digits::{INFER, infer, infer_body, infer_with, output, probe_until_blocked};
 use modelgate_e2e::gateway::{GatewayProcess, Setup, digits_route};
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 use modelgate_e2e::{holdout, repo_root};
@@ -196,9 +196,7 @@ fn answers_the_gateway_cannot_check_never_reach_a_consumer() {
             let r = client::post_json(
                 gw.addr,
                 INFER,
-                json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]})
-                    .to_string()
-                    .as_bytes(),
+                &infer_body(row, None),
                 &format!("x-api-key: {key}\r\n"),
             );
             assert_eq!(
@@ -218,9 +216,7 @@ fn answers_the_gateway_cannot_check_never_reach_a_consumer() {
     let r = client::post_json(
         gw.addr,
         INFER,
-        json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]})
-            .to_string()
-            .as_bytes(),
+        &infer_body(row, None),
         &format!("x-api-key: {benign}\r\naccept-encoding: gzip\r\n"),
     );
     assert_eq!(r.status, 400);
