@@ -118,6 +118,8 @@ pub struct ServerSection {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub threads: Option<usize>,
+    /// Let idle worker threads steal tasks from busy ones (default false).
+    pub work_stealing: Option<bool>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<String>,

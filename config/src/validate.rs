@@ -100,6 +100,7 @@ impl Validator<'_> {
             listen,
             admin_listen,
             threads: self.positive("server.threads", s.threads, 2),
+            work_stealing: s.work_stealing.unwrap_or(false),
             pid_file: self.path_or(s.pid_file.as_deref(), "/tmp/modelgate.pid"),
             upgrade_sock: self.path_or(s.upgrade_sock.as_deref(), "/tmp/modelgate_upgrade.sock"),
             grace_period: self.duration("server.grace_period", s.grace_period.as_deref(), "10s"),

@@ -65,6 +65,7 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         pid_file: settings.pid_file.display().to_string(),
         upgrade_sock: settings.upgrade_sock.display().to_string(),
         threads: settings.threads,
+        work_stealing: settings.work_stealing,
         grace_period_seconds: Some(settings.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.grace_period.as_secs().max(1)),
         ..ServerConf::default()
