@@ -42,8 +42,18 @@ pub struct Identity<'a> {
     pub credential_headers: &'a [HeaderName],
     /// Remove the `api_key` query parameter.
     pub strip_query_key: bool,
+}
+
+/// One request to forward, as the checks before the backend left it.
+pub struct Call<'a> {
+    /// The request body, already read whole.
+    pub body: Bytes,
+    /// How many bytes of the path the route's prefix matched.
+    pub prefix_len: usize,
+    pub identity: Identity<'a>,
     /// Headers the gateway adds to the response (e.g. `RateLimit-*`).
     pub response_headers: Vec<(&'static str, String)>,
+    pub mode: ResponseMode,
 }
 
 /// How the upstream's response reaches the client.
@@ -138,19 +148,14 @@ impl HttpUpstreams {
         })
     }
 
-    /// Forwards the request whose path matched `prefix_len` bytes of route prefix, with the
-    /// already-read `body`, and streams the response to the client or buffers it (`mode`).
-    /// The exchange is traced as a client span under `parent`, which the upstream's
-    /// `traceparent` names.
-    #[allow(clippy::too_many_arguments)]
+    /// Forwards `call` to the next upstream and streams the response to the client or
+    /// buffers it (`call.mode`). The exchange is traced as a client span under `parent`,
+    /// which the upstream's `traceparent` names.
     pub async fn forward(
         &self,
         connector: &Connector,
         session: &mut Session,
-        body: Bytes,
-        prefix_len: usize,
-        identity: &Identity<'_>,
-        mode: ResponseMode,
+        call: &Call<'_>,
         in_flight: &mut Option<Admission>,
         parent: &TraceSpan,
     ) -> Result<Forwarded, ForwardError> {
@@ -168,17 +173,7 @@ impl HttpUpstreams {
         });
         let traceparent = span.traceparent();
         let result = self
-            .exchange_with(
-                connector,
-                backend,
-                session,
-                body,
-                prefix_len,
-                identity,
-                mode,
-                in_flight,
-                traceparent,
-            )
+            .exchange_with(connector, backend, session, call, in_flight, traceparent)
             .await;
         if let Ok(forwarded) = &result {
             span.record(|| {
@@ -191,44 +186,21 @@ impl HttpUpstreams {
         span.end(result)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn exchange_with(
         &self,
         connector: &Connector,
         backend: &Backend,
         session: &mut Session,
-        body: Bytes,
-        prefix_len: usize,
-        identity: &Identity<'_>,
-        mode: ResponseMode,
+        call: &Call<'_>,
         in_flight: &mut Option<Admission>,
         traceparent: Option<HeaderValue>,
     ) -> Result<Forwarded, ForwardError> {
-        let peer = &backend.peer;
-        let body_len = body.len();
         let request = |session: &Session| {
-            self.upstream_request(
-                session,
-                &backend.base_path,
-                prefix_len,
-                body_len,
-                identity,
-                mode,
-                traceparent.clone(),
-            )
+            self.upstream_request(session, &backend.base_path, call, traceparent.clone())
         };
         match tokio::time::timeout(
             self.total_timeout,
-            exchange(
-                connector,
-                peer,
-                session,
-                request,
-                body,
-                &identity.response_headers,
-                mode,
-                in_flight,
-            ),
+            exchange(connector, &backend.peer, session, request, call, in_flight),
         )
         .await
         {
@@ -242,17 +214,14 @@ impl HttpUpstreams {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
         session: &Session,
         base_path: &str,
-        prefix_len: usize,
-        body_len: usize,
-        identity: &Identity<'_>,
-        mode: ResponseMode,
+        call: &Call<'_>,
         traceparent: Option<HeaderValue>,
     ) -> Result<Box<RequestHeader>, ForwardError> {
+        let (identity, prefix_len) = (&call.identity, call.prefix_len);
         let downstream = session.req_header();
         let invalid = || {
             ForwardError::BeforeResponse(Denial::new(
@@ -311,7 +280,7 @@ impl HttpUpstreams {
         if identity.strip_credentials {
             strip.extend(identity.credential_headers.iter().cloned());
         }
-        if mode != ResponseMode::Stream {
+        if call.mode != ResponseMode::Stream {
             // A buffered response is read by the gateway: no content coding.
             strip.push(header::ACCEPT_ENCODING);
         }
@@ -336,8 +305,8 @@ impl HttpUpstreams {
                 }
             }
         }
-        if body_len > 0 || had_body_framing {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+        if !call.body.is_empty() || had_body_framing {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(call.body.len()));
         }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = ip.ip().to_string();
@@ -380,15 +349,12 @@ fn header_value(parts: &[&str]) -> Option<HeaderValue> {
 /// One upstream exchange; a failure on a reused pooled connection before any response byte
 /// is retried once on a fresh connection (the classic keep-alive race). `request` builds
 /// the upstream request header (again, for a retry: Pingora consumes it).
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     session: &mut Session,
     request: impl Fn(&Session) -> Result<Box<RequestHeader>, ForwardError>,
-    body: Bytes,
-    extra_headers: &[(&'static str, String)],
-    mode: ResponseMode,
+    call: &Call<'_>,
     in_flight: &mut Option<Admission>,
 ) -> Result<Forwarded, ForwardError> {
     let mut attempt = 0;
@@ -403,7 +369,7 @@ async fn exchange(
             Some(header) => header,
             None => request(session)?,
         };
-        match send_request(&mut upstream, header, &body).await {
+        match send_request(&mut upstream, header, &call.body).await {
             Ok(response) => break (upstream, response),
             Err(e) if reused && attempt == 1 && !is_timeout(&e) => continue,
             Err(e) => return Err(ForwardError::BeforeResponse(upstream_denial(&e))),
@@ -411,11 +377,11 @@ async fn exchange(
     };
     let status = response.status.as_u16();
     let mut response = downstream_response(response);
-    for (name, value) in extra_headers {
+    for (name, value) in &call.response_headers {
         // The gateway's values replace any the upstream sent.
         let _ = response.insert_header(*name, value.as_str());
     }
-    if let ResponseMode::Buffer { cap } = mode {
+    if let ResponseMode::Buffer { cap } = call.mode {
         let body = read_capped(&mut upstream, cap).await?;
         connector
             .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))

@@ -19,7 +19,7 @@ use modelgate_plugins::{Code, Denial};
 use crate::body::{BodyError, read_body};
 use crate::embedded::v2::Batch;
 use crate::embedded::{EmbeddedModel, InferencePool, OutputData, Outputs};
-use crate::forward::{ForwardError, Forwarded, Identity, ResponseMode, write_buffered};
+use crate::forward::{Call, ForwardError, Forwarded, Identity, ResponseMode, write_buffered};
 use crate::guard;
 use crate::respond;
 use crate::routes::{ModelOp, Target};
@@ -280,22 +280,25 @@ async fn run(
                     }
                     _ => None,
                 };
-                let request = Forwarding {
-                    route,
-                    caller: caller.as_deref(),
+                let config = &route.config;
+                let call = Call {
                     body,
                     prefix_len,
+                    identity: Identity {
+                        caller: caller.as_deref(),
+                        strip_credentials: !config.forward_credentials,
+                        credential_headers: snapshot.auth.credential_headers(),
+                        strip_query_key: config.api_key_in_query && !config.forward_credentials,
+                    },
                     response_headers,
+                    mode: guarded
+                        .as_ref()
+                        .map_or(ResponseMode::Stream, |(guard, ..)| ResponseMode::Buffer {
+                            cap: guard.max_response_bytes,
+                        }),
                 };
-                let mode = guarded
-                    .as_ref()
-                    .map_or(ResponseMode::Stream, |(guard, ..)| ResponseMode::Buffer {
-                        cap: guard.max_response_bytes,
-                    });
-                let forwarded = forward(
-                    shared, snapshot, upstreams, session, request, mode, outcome, &backend,
-                )
-                .await?;
+                let forwarded =
+                    forward(shared, upstreams, session, &call, outcome, &backend).await?;
                 let Forwarded::Buffered(header, body) = forwarded else {
                     return Ok(());
                 };
@@ -520,15 +523,6 @@ pub(crate) fn rate_denial(refusal: &Refusal) -> Denial {
     denial
 }
 
-/// What the forwarding step needs to know about the request.
-struct Forwarding<'a> {
-    route: &'a BuiltRoute,
-    caller: Option<&'a Caller>,
-    body: Bytes,
-    prefix_len: usize,
-    response_headers: Vec<(&'static str, String)>,
-}
-
 /// Authenticates the caller and checks its scopes cover the route's model (or, for a
 /// path-prefix route without a model, the route's name).
 async fn authenticate(
@@ -555,34 +549,21 @@ async fn authenticate(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Forwards `call` to the route's upstreams, recording the upstream time and status.
 async fn forward(
     shared: &Shared,
-    snapshot: &Snapshot,
     upstreams: &crate::forward::HttpUpstreams,
     session: &mut Session,
-    request: Forwarding<'_>,
-    mode: ResponseMode,
+    call: &Call<'_>,
     outcome: &mut Outcome,
     span: &TraceSpan,
 ) -> Result<Forwarded, Failure> {
-    let config = &request.route.config;
-    let identity = Identity {
-        caller: request.caller,
-        strip_credentials: !config.forward_credentials,
-        credential_headers: snapshot.auth.credential_headers(),
-        strip_query_key: config.api_key_in_query && !config.forward_credentials,
-        response_headers: request.response_headers,
-    };
     let started = std::time::Instant::now();
     let result = upstreams
         .forward(
             &shared.connector,
             session,
-            request.body,
-            request.prefix_len,
-            &identity,
-            mode,
+            call,
             &mut outcome.admission,
             span,
         )
