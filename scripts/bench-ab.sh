@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Paired A/B of two proxy paths on the same core, for differences smaller than this shared
+# machine's drift between runs: ROUNDS rounds, each measuring both paths back to back with
+# `wrk -t1 -c64` (order A B, then B A, alternating, so a trend in the machine's load hits
+# both alike), and the median over rounds of B's req/s divided by A's.
+#
+#   routing  modelgate, public path-prefix route (/open), no checks
+#   auth     modelgate, API key route (/auth, an unlimited plan: no limiter)
+#   steal    a second modelgate, same config but `work_stealing = true`, /open
+#   nginx    nginx proxy_pass (bench/nginx.conf.template)
+#
+#   A=routing B=auth ROUNDS=14 DURATION=10 scripts/bench-ab.sh
+#
+# Pinning as in bench-baseline.sh: every proxy on PROXY_CPU (0), wrk and the upstream on
+# LOAD_CPU (1); the gateway config is bench-lib.sh's `write_bench_config`. Each proxy
+# process is idle while the other path is measured. Also reported: proxy CPU µs per request
+# (user + system from /proc). Report written to OUT (default target/bench-ab-A-B.md).
+#
+# RATE=N instead measures latency open loop: `modelgate-loadtest run --rate N` (latency
+# from intended send times), p50 and p99 per path and round. POST=1 sends the held-out v2
+# infer bodies (1 × 64 features; the upstream answers any path) with modelgate-loadtest.
+#
+# Needs: cargo, wrk, taskset, curl; nginx for the nginx path (scripts/install-deps.sh --bench).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BENCH_NAME=bench-ab
+HOST=127.0.0.1
+# shellcheck source=bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
+
+A=${A:-routing} B=${B:-auth}
+ROUNDS=${ROUNDS:-14} DURATION=${DURATION:-10} CONNECTIONS=${CONNECTIONS:-64} RATE=${RATE:-0} POST=${POST:-0}
+PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
+OUT=${OUT:-target/bench-ab-$A-$B.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+for path in "$A" "$B"; do
+    [[ $path =~ ^(routing|auth|steal|nginx)$ ]] || die "A and B must be routing, auth, steal or nginx (got '$path')"
+done
+[[ $A != "$B" ]] || die "A and B must differ"
+for knob in ROUNDS DURATION CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
+    [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
+done
+for tool in cargo curl taskset wrk; do
+    command -v "$tool" >/dev/null 2>&1 || die "missing: $tool (scripts/install-deps.sh --bench)"
+done
+uses() { [[ $A == "$1" || $B == "$1" ]]; }
+
+UPSTREAM_PORT=$((BASE_PORT + 1)) GATEWAY_PORT=$((BASE_PORT + 80)) ADMIN_PORT=$((BASE_PORT + 90))
+STEAL_PORT=$((BASE_PORT + 81)) STEAL_ADMIN_PORT=$((BASE_PORT + 91)) NGINX_PORT=$((BASE_PORT + 82))
+build_release
+bench_start
+check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT" "$STEAL_PORT" "$STEAL_ADMIN_PORT" "$NGINX_PORT"
+start_upstream "$LOAD_CPU" "$UPSTREAM_PORT"
+write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
+AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
+    die "cannot issue the API key"
+
+start_gateway() { # config admin-port name -> sets GATEWAY_PID
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$1" >"$WORK/$3.log" 2>&1 &
+    GATEWAY_PID=$!
+    PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=("$3")
+    wait_http "http://$HOST:$2/healthz" 200 "$3 admin"
+}
+declare -A PID URL HEADER
+TAIL=$( ((POST)) && echo /v2/models/full/infer || echo /x)
+start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate
+PID[routing]=$GATEWAY_PID URL[routing]=http://$HOST:$GATEWAY_PORT/open$TAIL HEADER[routing]="x-bench: 1"
+PID[auth]=$GATEWAY_PID URL[auth]=http://$HOST:$GATEWAY_PORT/auth$TAIL HEADER[auth]="x-api-key: $AUTH_KEY"
+if uses steal; then
+    sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$STEAL_PORT\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$STEAL_ADMIN_PORT\"|" \
+        -e "s|modelgate\.pid|steal.pid|; s|modelgate_upgrade\.sock|steal_upgrade.sock|" \
+        -e "0,/^threads = 1$/s//threads = 1\nwork_stealing = true/" "$WORK/modelgate.toml" >"$WORK/steal.toml"
+    grep -q '^work_stealing = true$' "$WORK/steal.toml" || die "cannot write the work-stealing config"
+    start_gateway "$WORK/steal.toml" "$STEAL_ADMIN_PORT" steal
+    PID[steal]=$GATEWAY_PID URL[steal]=http://$HOST:$STEAL_PORT/open$TAIL HEADER[steal]="x-bench: 1"
+fi
+if uses nginx; then
+    command -v nginx >/dev/null 2>&1 || die "missing: nginx (scripts/install-deps.sh --bench)"
+    mkdir -p "$WORK/nginx/tmp"
+    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$NGINX_PORT|g" -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" \
+        "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
+    taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
+        -g "master_process off;" >"$WORK/nginx.log" 2>&1 &
+    PID[nginx]=$! URL[nginx]=http://$HOST:$NGINX_PORT/open$TAIL HEADER[nginx]="x-bench: 1"
+    PIDS+=("${PID[nginx]}") SIGS+=(TERM) NAMES+=(nginx)
+fi
+for path in routing steal nginx; do # (auth is the routing gateway, behind a key)
+    [[ -n ${URL[$path]:-} ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
+done
+
+measure() { # path seconds -> "req/s cpu-µs-per-request", or with RATE "p50-µs p99-µs"
+    local path=$1 out cpu0 cpu1 n lat args=()
+    check_alive "before $path"
+    cpu0=$(cpu_us "${PID[$path]}")
+    if ((POST || RATE > 0)); then
+        ((RATE > 0)) && args+=(--rate "$RATE")
+        ((POST)) && args+=(--samples "$ROOT/models/digits_holdout.json" --batch 1)
+        out=$(taskset -c "$LOAD_CPU" "$LOADTEST" run --url "${URL[$path]}" --connections "$CONNECTIONS" \
+            --duration "${2}s" --header "${HEADER[$path]}" "${args[@]}" --json 2>/dev/null | grep '^{' | tail -1) ||
+            die "modelgate-loadtest against $path failed"
+        cpu1=$(cpu_us "${PID[$path]}")
+        n=$(json_num "$out" completed)
+        [[ $n == "$(json_num "$(grep -o '"statuses":{[^}]*}' <<<"$out")" 200)" ]] || die "$path answered non-200: $out"
+        lat=$(grep -o '"latency_us":{[^}]*}' <<<"$out")
+        if ((RATE > 0)); then
+            echo "$(json_num "$lat" p50) $(json_num "$lat" p99)"
+        else
+            echo "$(fmt_int "$(json_num "$out" rps)") $(cpu_per_request "$cpu0" "$cpu1" "$n")"
+        fi
+        return
+    fi
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" "-d${2}s" -H "${HEADER[$path]}" "${URL[$path]}") ||
+        die "wrk against $path failed"
+    cpu1=$(cpu_us "${PID[$path]}")
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    grep -q 'Non-2xx' <<<"$out" && die "$path answered non-2xx: $out"
+    echo "$(awk -v n="$n" -v s="$2" 'BEGIN {printf "%.0f", n / s}') $(cpu_per_request "$cpu0" "$cpu1" "$n")"
+}
+sd=$( ((RATE > 0)) && echo 0 || echo 1) # decimals of the second figure
+load=$( ((POST)) && echo "POST v2 infer (1 × 64 features)" || echo "GET")
+if ((RATE > 0)); then
+    first="p50 µs" second="p99 µs" mode="$load, open loop at $RATE req/s (modelgate-loadtest, $CONNECTIONS connections)"
+elif ((POST)); then
+    first="req/s" second="proxy CPU µs/req" mode="$load, closed loop (modelgate-loadtest, $CONNECTIONS connections)"
+else
+    first="req/s" second="proxy CPU µs/req" mode="$load, closed loop (wrk -t1 -c$CONNECTIONS)"
+fi
+measure "$A" 2 >/dev/null # warm-up
+measure "$B" 2 >/dev/null
+echo "$BENCH_NAME: $ROUNDS rounds x 2 x ${DURATION}s: A=$A B=$B" >&2
+rows=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    if ((r % 2)); then
+        a=$(measure "$A" "$DURATION")
+        b=$(measure "$B" "$DURATION")
+    else
+        b=$(measure "$B" "$DURATION")
+        a=$(measure "$A" "$DURATION")
+    fi
+    read -r ra ca <<<"$a"
+    read -r rb cb <<<"$b"
+    rows+=("$r $ra $rb $ca $cb")
+    echo "  round $r: $A $ra / $ca, $B $rb / $cb ($first / $second)" >&2
+done
+
+median() { # printf-format
+    sort -g | awk -v f="$1" '{v[NR] = $1} END {printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+col() { printf '%s\n' "${rows[@]}" | awk "{print $1}" | median "%.${2:-0}f"; } # awk-expression [decimals]
+report=$(
+    echo "## Paired A/B: $A vs $B"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- command: \`A=$A B=$B ROUNDS=$ROUNDS DURATION=$DURATION$( ((RATE > 0)) && echo " RATE=$RATE")$( ((POST)) && echo " POST=1") scripts/bench-ab.sh\`"
+    echo "- load: $mode; proxy on CPU $PROXY_CPU, load generator and upstream on CPU $LOAD_CPU; $(nproc) CPUs, $(uname -r)"
+    echo
+    echo "| round | $A $first | $B $first | $B / $A | $A $second | $B $second |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    for row in "${rows[@]}"; do
+        read -r r ra rb ca cb <<<"$row"
+        echo "| $r | $ra | $rb | $(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", b / a}') | $ca | $cb |"
+    done
+    echo
+    echo "Medians over the rounds: $first $A $(col '$2'), $B $(col '$3'), **$B / $A = $(col '$3 / $2' 3)** (per-round ratio);" \
+        "$second $A $(col '$4' "$sd"), $B $(col '$5' "$sd") ($B / $A = $(col '$5 / $4' 3))."
+)
+mkdir -p "$(dirname "$OUT")"
+echo "$report" >"$OUT"
+echo "$report"
+echo "$BENCH_NAME: report written to $OUT" >&2
