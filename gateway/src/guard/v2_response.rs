@@ -66,7 +66,8 @@ impl V2Response {
     /// The response with the scored output's `data` replaced by [`V2Response::scores`]
     /// (flat) and, per `policy`, the other outputs it does not keep removed.
     pub fn into_json(mut self, policy: OutputPolicy) -> Vec<u8> {
-        let data = Value::Array(self.scores.iter().map(|&v| json_f32(v)).collect());
+        let decimals = policy.decimals();
+        let data = Value::Array(self.scores.iter().map(|&v| json_f32(v, decimals)).collect());
         if let Some(Value::Array(outputs)) = self.doc.get_mut("outputs") {
             if let Some(Value::Object(output)) = outputs.get_mut(self.scored) {
                 output.insert("data".into(), data);
@@ -104,10 +105,17 @@ fn is_integer(output: &Value) -> bool {
     matches!(datatype, Some(d) if d != Datatype::Bytes && !matches!(d, Datatype::Fp16 | Datatype::Fp32 | Datatype::Fp64))
 }
 
-/// `v` as the JSON number with its shortest `f32` spelling (0.12, not 0.11999999731779099).
-fn json_f32(v: f32) -> Value {
-    let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(v));
-    serde_json::Number::from_f64(shortest).map_or(Value::Null, Value::Number)
+/// `v` as the JSON number a reader expects (0.12, not 0.11999999731779099): a value with at
+/// most `decimals` decimals as that decimal, any other with its shortest `f32` spelling.
+fn json_f32(v: f32, decimals: Option<u8>) -> Value {
+    let number = match decimals {
+        Some(decimals) => {
+            let scale = 10f64.powi(i32::from(decimals.min(15)));
+            (f64::from(v) * scale).round() / scale
+        }
+        None => v.to_string().parse().unwrap_or(f64::from(v)),
+    };
+    serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
 }
 
 #[cfg(test)]
@@ -152,6 +160,15 @@ mod tests {
             assert_eq!(out["id"], "7");
             assert_eq!(out["model_name"], "m");
         }
+    }
+
+    #[test]
+    fn numbers_keep_their_short_spelling() {
+        assert_eq!(json_f32(0.12, Some(2)), json!(0.12));
+        assert_eq!(json_f32(0.07, Some(2)), json!(0.07));
+        assert_eq!(json_f32(1.0, Some(0)), json!(1.0));
+        assert_eq!(json_f32(0.12, None), json!(0.12));
+        assert_eq!(json_f32(0.123_456_79, None), json!(0.123_456_79));
     }
 
     #[test]

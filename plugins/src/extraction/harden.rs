@@ -40,6 +40,16 @@ impl OutputPolicy {
         }
     }
 
+    /// How many decimals every hardened value has at most (`TopLabel`: 0, the values are 0
+    /// and 1); `None` for [`OutputPolicy::Full`], which leaves values as they are.
+    pub fn decimals(self) -> Option<u8> {
+        match self {
+            OutputPolicy::Full => None,
+            OutputPolicy::Round { decimals } | OutputPolicy::Dither { decimals } => Some(decimals),
+            OutputPolicy::TopLabel => Some(0),
+        }
+    }
+
     fn strength(self) -> u32 {
         match self {
             OutputPolicy::Full => 0,
