@@ -6,6 +6,7 @@
 #
 #   routing  modelgate, public path-prefix route (/open), no checks
 #   auth     modelgate, API key route (/auth, an unlimited plan: no limiter)
+#   jwt      modelgate, JWT route (/jwt, HS256, from the verified-token cache after the first)
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
 #
@@ -20,7 +21,7 @@
 # from intended send times), p50 and p99 per path and round. POST=1 sends the held-out v2
 # infer bodies (1 × 64 features; the upstream answers any path) with modelgate-loadtest.
 #
-# Needs: cargo, wrk, taskset, curl; nginx for the nginx path (scripts/install-deps.sh --bench).
+# Needs: cargo, wrk, taskset, curl, openssl; nginx for the nginx path (scripts/install-deps.sh --bench).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,13 +37,13 @@ PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 OUT=${OUT:-target/bench-ab-$A-$B.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|steal|nginx)$ ]] || die "A and B must be routing, auth, steal or nginx (got '$path')"
+    [[ $path =~ ^(routing|auth|jwt|steal|nginx)$ ]] || die "A and B must be routing, auth, jwt, steal or nginx (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
-for tool in cargo curl taskset wrk; do
+for tool in cargo curl taskset wrk openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "missing: $tool (scripts/install-deps.sh --bench)"
 done
 uses() { [[ $A == "$1" || $B == "$1" ]]; }
@@ -68,6 +69,7 @@ TAIL=$( ((POST)) && echo /v2/models/full/infer || echo /x)
 start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate
 PID[routing]=$GATEWAY_PID URL[routing]=http://$HOST:$GATEWAY_PORT/open$TAIL HEADER[routing]="x-bench: 1"
 PID[auth]=$GATEWAY_PID URL[auth]=http://$HOST:$GATEWAY_PORT/auth$TAIL HEADER[auth]="x-api-key: $AUTH_KEY"
+PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
 if uses steal; then
     sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$STEAL_PORT\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$STEAL_ADMIN_PORT\"|" \
         -e "s|modelgate\.pid|steal.pid|; s|modelgate_upgrade\.sock|steal_upgrade.sock|" \
@@ -86,7 +88,7 @@ if uses nginx; then
     PID[nginx]=$! URL[nginx]=http://$HOST:$NGINX_PORT/open$TAIL HEADER[nginx]="x-bench: 1"
     PIDS+=("${PID[nginx]}") SIGS+=(TERM) NAMES+=(nginx)
 fi
-for path in routing steal nginx; do # (auth is the routing gateway, behind a key)
+for path in routing steal nginx; do # (auth and jwt: the routing gateway, behind credentials)
     [[ -n ${URL[$path]:-} ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
 done
 

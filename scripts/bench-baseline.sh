@@ -124,14 +124,9 @@ issue_key() { # consumer plan models
     "$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer "$1" --plan "$2" --models "$3" 2>/dev/null ||
         die "cannot issue the benchmark API key for $1"
 }
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 API_KEY=$(issue_key bench bench full,authlim)
 KEY_UNLIMITED=$(issue_key internal internal auth)
-jwt_head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
-jwt_body=$(printf '{"iss":"bench","aud":"modelgate","sub":"jwt-bench","plan":"internal","scope":"jwt","exp":%d}' \
-    $(($(date +%s) + 86400)) | b64url)
-jwt_sig=$(printf '%s.%s' "$jwt_head" "$jwt_body" | openssl dgst -sha256 -hmac "$(cat "$WORK/jwt.secret")" -binary | b64url)
-JWT="$jwt_head.$jwt_body.$jwt_sig"
+JWT=$(bench_jwt)
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
     >"$WORK/modelgate.log" 2>&1 &
 MODELGATE_PID=$!

@@ -186,6 +186,18 @@ EOF
     } >"$WORK/modelgate.toml"
 }
 
+# An HS256 token for write_bench_config's issuer `bench`, valid for a day: consumer
+# `jwt-bench`, the unlimited `internal` plan, scope `jwt` (the /jwt route). Needs openssl.
+bench_jwt() {
+    local head body sig
+    b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+    head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+    body=$(printf '{"iss":"bench","aud":"modelgate","sub":"jwt-bench","plan":"internal","scope":"jwt","exp":%d}' \
+        $(($(date +%s) + 86400)) | b64url)
+    sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -hmac "$(cat "$WORK/jwt.secret")" -binary | b64url)
+    echo "$head.$body.$sig"
+}
+
 # Resident set size of a process, in KiB.
 rss_kib() { # pid
     awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
