@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Paired A/B of two proxy paths on the same core, for differences smaller than this shared
-# machine's drift between runs: ROUNDS rounds, each measuring both paths back to back with
-# `wrk -t1 -c64` (order A B, then B A, alternating, so a trend in the machine's load hits
-# both alike), and the median over rounds of B's req/s divided by A's.
+# machine's drift between runs: ROUNDS rounds, each measuring both paths back to back
+# (`wrk -t1 -c64 GET` unless POST or RATE say otherwise; order A B, then B A, alternating,
+# so a trend in the machine's load hits both alike), and the median over rounds of B's
+# req/s divided by A's.
 #
 #   routing  modelgate, public path-prefix route (/open), no checks
 #   auth     modelgate, API key route (/auth, an unlimited plan: no limiter)
@@ -15,11 +16,12 @@
 # Pinning as in bench-baseline.sh: every proxy on PROXY_CPU (0), wrk and the upstream on
 # LOAD_CPU (1); the gateway config is bench-lib.sh's `write_bench_config`. Each proxy
 # process is idle while the other path is measured. Also reported: proxy CPU µs per request
-# (user + system from /proc). Report written to OUT (default target/bench-ab-A-B.md).
+# (user + system from /proc). Report written to OUT (default target/bench-ab-A-B[-post][-rateN].md).
 #
 # RATE=N instead measures latency open loop: `modelgate-loadtest run --rate N` (latency
 # from intended send times), p50 and p99 per path and round. POST=1 sends the held-out v2
 # infer bodies (1 × 64 features; the upstream answers any path) with modelgate-loadtest.
+# WARMUP=2: seconds of unrecorded closed-loop load on each path before the rounds.
 #
 # Needs: cargo, wrk, taskset, curl, openssl; nginx for the nginx path (scripts/install-deps.sh --bench).
 set -euo pipefail
@@ -32,17 +34,21 @@ HOST=127.0.0.1
 source "$ROOT/scripts/bench-lib.sh"
 
 A=${A:-routing} B=${B:-auth}
-ROUNDS=${ROUNDS:-14} DURATION=${DURATION:-10} CONNECTIONS=${CONNECTIONS:-64} RATE=${RATE:-0} POST=${POST:-0}
+ROUNDS=${ROUNDS:-14} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} CONNECTIONS=${CONNECTIONS:-64}
+RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
-OUT=${OUT:-target/bench-ab-$A-$B.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
     [[ $path =~ ^(routing|auth|jwt|steal|nginx)$ ]] || die "A and B must be routing, auth, jwt, steal or nginx (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
-for knob in ROUNDS DURATION CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
+for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
+suffix=""
+((POST)) && suffix+=-post
+((RATE > 0)) && suffix+=-rate$RATE
+OUT=${OUT:-target/bench-ab-$A-$B$suffix.md}
 for tool in cargo curl taskset wrk openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "missing: $tool (scripts/install-deps.sh --bench)"
 done
@@ -129,8 +135,8 @@ elif ((POST)); then
 else
     first="req/s" second="proxy CPU µs/req" mode="$load, closed loop (wrk -t1 -c$CONNECTIONS)"
 fi
-measure "$A" 2 >/dev/null # warm-up
-measure "$B" 2 >/dev/null
+RATE=0 measure "$A" "$WARMUP" >/dev/null # closed-loop warm-up, unrecorded
+RATE=0 measure "$B" "$WARMUP" >/dev/null
 echo "$BENCH_NAME: $ROUNDS rounds x 2 x ${DURATION}s: A=$A B=$B" >&2
 rows=()
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -155,7 +161,7 @@ report=$(
     echo "## Paired A/B: $A vs $B"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "- command: \`A=$A B=$B ROUNDS=$ROUNDS DURATION=$DURATION$( ((RATE > 0)) && echo " RATE=$RATE")$( ((POST)) && echo " POST=1") scripts/bench-ab.sh\`"
+    echo "- command: \`A=$A B=$B ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP$( ((RATE > 0)) && echo " RATE=$RATE")$( ((POST)) && echo " POST=1") scripts/bench-ab.sh\`"
     echo "- load: $mode; proxy on CPU $PROXY_CPU, load generator and upstream on CPU $LOAD_CPU; $(nproc) CPUs, $(uname -r)"
     echo
     echo "| round | $A $first | $B $first | $B / $A | $A $second | $B $second |"

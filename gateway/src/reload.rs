@@ -142,6 +142,9 @@ fn restart_needed(current: &Snapshot, next: &Snapshot) -> Vec<String> {
     if a.server.threads != b.server.threads {
         changed.push("server.threads".to_string());
     }
+    if a.server.work_stealing != b.server.work_stealing {
+        changed.push("server.work_stealing".to_string());
+    }
     if a.inference != b.inference {
         changed.push("inference".to_string());
     }
@@ -239,5 +242,33 @@ impl BackgroundService for SighupReload {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(server: &str) -> Snapshot {
+        let text = format!(
+            "[server]\n{server}\n[[routes]]\nname = \"r\"\npath_prefix = \"/r\"\npublic = true\n\
+             [routes.http]\nupstreams = [\"http://127.0.0.1:9\"]\n"
+        );
+        let config = modelgate_config::parse(&text, Path::new(".")).unwrap();
+        Snapshot::build(config, 1, None).unwrap()
+    }
+
+    #[test]
+    fn names_the_settings_that_need_a_restart() {
+        let current = snapshot("threads = 2");
+        assert!(restart_needed(&current, &snapshot("threads = 2")).is_empty());
+        assert_eq!(
+            restart_needed(&current, &snapshot("threads = 4")),
+            ["server.threads"]
+        );
+        assert_eq!(
+            restart_needed(&current, &snapshot("threads = 2\nwork_stealing = true")),
+            ["server.work_stealing"]
+        );
     }
 }
