@@ -101,8 +101,14 @@ metadata = "Cargo.toml"
         assert_eq!(c.limits.max_header_bytes, 32 * 1024);
         assert_eq!(c.routes[0].max_body_bytes, 1024 * 1024);
         assert!(matches!(c.routes[0].backend, Backend::Embedded { .. }));
-        assert!(!c.server.work_stealing, "connections stay on their thread by default");
-        let stealing = parse(&format!("[server]\nwork_stealing = true\n{EMBEDDED}"), here());
+        assert!(
+            !c.server.work_stealing,
+            "connections stay on their thread by default"
+        );
+        let stealing = parse(
+            &format!("[server]\nwork_stealing = true\n{EMBEDDED}"),
+            here(),
+        );
         assert!(stealing.unwrap().server.work_stealing);
     }
 
