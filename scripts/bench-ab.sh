@@ -86,11 +86,8 @@ if uses steal; then
 fi
 if uses nginx; then
     command -v nginx >/dev/null 2>&1 || die "missing: nginx (scripts/install-deps.sh --bench)"
-    mkdir -p "$WORK/nginx/tmp"
-    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$NGINX_PORT|g" -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" \
-        "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
-    taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
-        -g "master_process off;" >"$WORK/nginx.log" 2>&1 &
+    write_nginx_config "$NGINX_PORT" "$UPSTREAM_PORT"
+    taskset -c "$PROXY_CPU" nginx "${NGINX_ARGS[@]}" -g "master_process off;" >"$WORK/nginx.log" 2>&1 &
     PID[nginx]=$! URL[nginx]=http://$HOST:$NGINX_PORT/open$TAIL HEADER[nginx]="x-bench: 1"
     PIDS+=("${PID[nginx]}") SIGS+=(TERM) NAMES+=(nginx)
 fi

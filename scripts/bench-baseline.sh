@@ -134,14 +134,9 @@ PIDS+=("$MODELGATE_PID") SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast
 wait_http "http://$HOST:$ADMIN_PORT/readyz" 200 "modelgate admin"
 
 # nginx: own prefix, config, pid and error log in $WORK; foreground (daemon off).
-mkdir -p "$WORK/nginx/tmp"
-sed -e "s|@PREFIX@|$WORK/nginx|g" \
-    -e "s|@LISTEN@|$HOST:$NGINX_PORT|g" \
-    -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" \
-    "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
-nginx_args=(-p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
-nginx -t -q "${nginx_args[@]}" >"$WORK/nginx-check.log" 2>&1 || die "nginx -t failed: $(cat "$WORK/nginx-check.log")"
-taskset -c "$PROXY_CPU" nginx "${nginx_args[@]}" >"$WORK/nginx.log" 2>&1 &
+write_nginx_config "$NGINX_PORT" "$UPSTREAM_PORT" # bench-lib.sh
+nginx -t -q "${NGINX_ARGS[@]}" >"$WORK/nginx-check.log" 2>&1 || die "nginx -t failed: $(cat "$WORK/nginx-check.log")"
+taskset -c "$PROXY_CPU" nginx "${NGINX_ARGS[@]}" >"$WORK/nginx.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID") SIGS+=(TERM) NAMES+=(nginx) # nginx master: SIGTERM = fast shutdown, workers included
 

@@ -186,6 +186,15 @@ EOF
     } >"$WORK/modelgate.toml"
 }
 
+# Renders bench/nginx.conf.template into $WORK/nginx/ (own prefix, config, pid and error
+# log; foreground) and sets NGINX_ARGS to the arguments that run it.
+write_nginx_config() { # listen-port upstream-port
+    mkdir -p "$WORK/nginx/tmp"
+    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$1|g" -e "s|@UPSTREAM@|$HOST:$2|g" \
+        "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
+    NGINX_ARGS=(-p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log")
+}
+
 # An HS256 token for write_bench_config's issuer `bench`, valid for a day: consumer
 # `jwt-bench`, the unlimited `internal` plan, scope `jwt` (the /jwt route). Needs openssl.
 bench_jwt() {

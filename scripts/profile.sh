@@ -77,12 +77,9 @@ else
     launch=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p")
 fi
 if [[ $PATH_KIND == nginx ]]; then
-    mkdir -p "$WORK/nginx/tmp"
-    sed -e "s|@PREFIX@|$WORK/nginx|g" -e "s|@LISTEN@|$HOST:$GATEWAY_PORT|g" \
-        -e "s|@UPSTREAM@|$HOST:$UPSTREAM_PORT|g" "$ROOT/bench/nginx.conf.template" >"$WORK/nginx/nginx.conf"
+    write_nginx_config "$GATEWAY_PORT" "$UPSTREAM_PORT" # bench-lib.sh
     # One process (no master), so callgrind sees the worker that does the work.
-    "${launch[@]}" nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
-        -g "master_process off;" >"$WORK/server.log" 2>&1 &
+    "${launch[@]}" nginx "${NGINX_ARGS[@]}" -g "master_process off;" >"$WORK/server.log" 2>&1 &
     ready_url=http://$HOST:$GATEWAY_PORT/open/ready
 else
     RUST_LOG=warn "${launch[@]}" "$MODELGATE" serve --config "$WORK/modelgate.toml" >"$WORK/server.log" 2>&1 &
