@@ -7,6 +7,7 @@
 #
 #   routing  modelgate, public path-prefix route (/open), no checks
 #   auth     modelgate, API key route (/auth, an unlimited plan: no limiter)
+#   keyed    modelgate, the public route with auth's x-api-key header (stripped, not checked)
 #   jwt      modelgate, JWT route (/jwt, HS256, from the verified-token cache after the first)
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
@@ -39,7 +40,8 @@ RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|jwt|steal|nginx)$ ]] || die "A and B must be routing, auth, jwt, steal or nginx (got '$path')"
+    [[ $path =~ ^(routing|auth|keyed|jwt|steal|nginx)$ ]] ||
+        die "A and B must be routing, auth, keyed, jwt, steal or nginx (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
@@ -75,6 +77,7 @@ TAIL=$( ((POST)) && echo /v2/models/full/infer || echo /x)
 start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate
 PID[routing]=$GATEWAY_PID URL[routing]=http://$HOST:$GATEWAY_PORT/open$TAIL HEADER[routing]="x-bench: 1"
 PID[auth]=$GATEWAY_PID URL[auth]=http://$HOST:$GATEWAY_PORT/auth$TAIL HEADER[auth]="x-api-key: $AUTH_KEY"
+PID[keyed]=$GATEWAY_PID URL[keyed]=${URL[routing]} HEADER[keyed]=${HEADER[auth]}
 PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
 if uses steal; then
     sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$STEAL_PORT\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$STEAL_ADMIN_PORT\"|" \
