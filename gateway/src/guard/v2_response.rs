@@ -106,14 +106,15 @@ fn is_integer(output: &Value) -> bool {
 }
 
 /// `v` as the JSON number a reader expects (0.12, not 0.11999999731779099): a value with at
-/// most `decimals` decimals as that decimal, any other with its shortest `f32` spelling.
+/// most `decimals` decimals as that decimal (up to 6, within `f32` precision), any other
+/// with its shortest `f32` spelling.
 fn json_f32(v: f32, decimals: Option<u8>) -> Value {
     let number = match decimals {
-        Some(decimals) => {
-            let scale = 10f64.powi(i32::from(decimals.min(15)));
+        Some(decimals) if decimals <= 6 => {
+            let scale = 10f64.powi(i32::from(decimals));
             (f64::from(v) * scale).round() / scale
         }
-        None => v.to_string().parse().unwrap_or(f64::from(v)),
+        _ => v.to_string().parse().unwrap_or(f64::from(v)),
     };
     serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
 }
@@ -169,6 +170,7 @@ mod tests {
         assert_eq!(json_f32(1.0, Some(0)), json!(1.0));
         assert_eq!(json_f32(0.12, None), json!(0.12));
         assert_eq!(json_f32(0.123_456_79, None), json!(0.123_456_79));
+        assert_eq!(json_f32(0.12, Some(9)), json!(0.12), "past f32 precision");
     }
 
     #[test]
