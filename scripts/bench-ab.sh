@@ -66,12 +66,6 @@ write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
 
-start_gateway() { # config admin-port name -> sets GATEWAY_PID
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$1" >"$WORK/$3.log" 2>&1 &
-    GATEWAY_PID=$!
-    PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=("$3")
-    wait_http "http://$HOST:$2/healthz" 200 "$3 admin"
-}
 declare -A PID URL HEADER
 TAIL=$( ((POST)) && echo /v2/models/full/infer || echo /x)
 start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate

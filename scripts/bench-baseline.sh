@@ -127,11 +127,8 @@ issue_key() { # consumer plan models
 API_KEY=$(issue_key bench bench full,authlim)
 KEY_UNLIMITED=$(issue_key internal internal auth)
 JWT=$(bench_jwt)
-RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
-    >"$WORK/modelgate.log" 2>&1 &
-MODELGATE_PID=$!
-PIDS+=("$MODELGATE_PID") SIGS+=(INT) NAMES+=(modelgate) # Pingora: SIGINT = fast shutdown (SIGTERM waits for the grace period)
-wait_http "http://$HOST:$ADMIN_PORT/readyz" 200 "modelgate admin"
+start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate /readyz # bench-lib.sh
+MODELGATE_PID=$GATEWAY_PID
 
 # nginx: own prefix, config, pid and error log in $WORK; foreground (daemon off).
 write_nginx_config "$NGINX_PORT" "$UPSTREAM_PORT" # bench-lib.sh

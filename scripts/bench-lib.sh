@@ -186,6 +186,16 @@ EOF
     } >"$WORK/modelgate.toml"
 }
 
+# Starts `modelgate serve` pinned to $PROXY_CPU (RUST_LOG=warn: no access log), registers it
+# for cleanup (SIGINT: Pingora's fast shutdown; SIGTERM would wait for the grace period) and
+# waits until its admin listener answers `probe` (default /healthz). Sets GATEWAY_PID.
+start_gateway() { # config admin-port name [probe]
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$1" >"$WORK/$3.log" 2>&1 &
+    GATEWAY_PID=$!
+    PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=("$3")
+    wait_http "http://$HOST:$2${4:-/healthz}" 200 "$3 admin"
+}
+
 # Renders bench/nginx.conf.template into $WORK/nginx/ (own prefix, config, pid and error
 # log; foreground) and sets NGINX_ARGS to the arguments that run it.
 write_nginx_config() { # listen-port upstream-port

@@ -93,14 +93,6 @@ EOF
 }
 
 GATEWAY_PID=
-start_gateway() {
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$WORK/modelgate.toml" \
-        >"$WORK/modelgate.log" 2>&1 &
-    GATEWAY_PID=$!
-    PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=(modelgate)
-    wait_http "http://$HOST:$ADMIN_PORT/healthz" 200 "modelgate admin"
-}
-
 stop_gateway() {
     stop_pid "$GATEWAY_PID" INT
     local i
@@ -124,7 +116,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f\n", k / 1024 }'; }
 write_config "$WORK/keys.json" "100000000/s" 100000000
 KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan mem --models '*' 2>/dev/null) ||
     die "cannot issue the API key"
-start_gateway
+start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate # bench-lib.sh
 sleep 2
 rss_idle=$(rss_kib "$GATEWAY_PID")
 echo "$BENCH_NAME: (1) idle RSS $(mib "$rss_idle") MiB" >&2
@@ -176,7 +168,7 @@ with open(store, "w") as f:
 PY
 # A slow refill keeps every consumer's cell until the measurement (eviction drops full ones).
 write_config "$WORK/many.json" "1/h" 10
-start_gateway
+start_gateway "$WORK/modelgate.toml" "$ADMIN_PORT" modelgate # bench-lib.sh
 sleep 12 # one gauge refresh
 rss_store=$(rss_kib "$GATEWAY_PID")
 half=$(((CONSUMERS + 1) / 2))
