@@ -10,6 +10,8 @@
 #   keyed    modelgate, the public route with auth's x-api-key header (stripped, not checked)
 #   jwt      modelgate, JWT route (/jwt, HS256, from the verified-token cache after the first)
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
+#   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
+#            release binary), same config, /open
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
 #
 #   A=routing B=auth ROUNDS=14 DURATION=10 scripts/bench-ab.sh
@@ -40,8 +42,8 @@ RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|keyed|jwt|steal|nginx)$ ]] ||
-        die "A and B must be routing, auth, keyed, jwt, steal or nginx (got '$path')"
+    [[ $path =~ ^(routing|auth|keyed|jwt|steal|other|nginx)$ ]] ||
+        die "A and B must be routing, auth, keyed, jwt, steal, other or nginx (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
@@ -58,9 +60,14 @@ uses() { [[ $A == "$1" || $B == "$1" ]]; }
 
 UPSTREAM_PORT=$((BASE_PORT + 1)) GATEWAY_PORT=$((BASE_PORT + 80)) ADMIN_PORT=$((BASE_PORT + 90))
 STEAL_PORT=$((BASE_PORT + 81)) STEAL_ADMIN_PORT=$((BASE_PORT + 91)) NGINX_PORT=$((BASE_PORT + 82))
+OTHER_PORT=$((BASE_PORT + 83)) OTHER_ADMIN_PORT=$((BASE_PORT + 93))
+if uses other; then
+    [[ -x ${OTHER_BIN:-} ]] || die "the other path needs OTHER_BIN, an executable modelgate"
+fi
 build_release
 bench_start
-check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT" "$STEAL_PORT" "$STEAL_ADMIN_PORT" "$NGINX_PORT"
+check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT" "$STEAL_PORT" "$STEAL_ADMIN_PORT" "$NGINX_PORT" \
+    "$OTHER_PORT" "$OTHER_ADMIN_PORT"
 start_upstream "$LOAD_CPU" "$UPSTREAM_PORT"
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
@@ -73,14 +80,18 @@ PID[routing]=$GATEWAY_PID URL[routing]=http://$HOST:$GATEWAY_PORT/open$TAIL HEAD
 PID[auth]=$GATEWAY_PID URL[auth]=http://$HOST:$GATEWAY_PORT/auth$TAIL HEADER[auth]="x-api-key: $AUTH_KEY"
 PID[keyed]=$GATEWAY_PID URL[keyed]=${URL[routing]} HEADER[keyed]=${HEADER[auth]}
 PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
+second_gateway() { # name port admin-port [sed-expression]: the gateway's config on other ports
+    sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$2\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$3\"|" \
+        -e "s|modelgate\.pid|$1.pid|; s|modelgate_upgrade\.sock|$1_upgrade.sock|" \
+        -e "${4:-}" "$WORK/modelgate.toml" >"$WORK/$1.toml"
+    start_gateway "$WORK/$1.toml" "$3" "$1"
+    PID[$1]=$GATEWAY_PID URL[$1]=http://$HOST:$2/open$TAIL HEADER[$1]="x-bench: 1"
+}
 if uses steal; then
-    sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$STEAL_PORT\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$STEAL_ADMIN_PORT\"|" \
-        -e "s|modelgate\.pid|steal.pid|; s|modelgate_upgrade\.sock|steal_upgrade.sock|" \
-        -e "0,/^threads = 1$/s//threads = 1\nwork_stealing = true/" "$WORK/modelgate.toml" >"$WORK/steal.toml"
+    second_gateway steal "$STEAL_PORT" "$STEAL_ADMIN_PORT" "0,/^threads = 1$/s//threads = 1\nwork_stealing = true/"
     grep -q '^work_stealing = true$' "$WORK/steal.toml" || die "cannot write the work-stealing config"
-    start_gateway "$WORK/steal.toml" "$STEAL_ADMIN_PORT" steal
-    PID[steal]=$GATEWAY_PID URL[steal]=http://$HOST:$STEAL_PORT/open$TAIL HEADER[steal]="x-bench: 1"
 fi
+uses other && GATEWAY_BIN=$OTHER_BIN second_gateway other "$OTHER_PORT" "$OTHER_ADMIN_PORT"
 if uses nginx; then
     command -v nginx >/dev/null 2>&1 || die "missing: nginx (scripts/install-deps.sh --bench)"
     write_nginx_config "$NGINX_PORT" "$UPSTREAM_PORT"
@@ -88,7 +99,7 @@ if uses nginx; then
     PID[nginx]=$! URL[nginx]=http://$HOST:$NGINX_PORT/open$TAIL HEADER[nginx]="x-bench: 1"
     PIDS+=("${PID[nginx]}") SIGS+=(TERM) NAMES+=(nginx)
 fi
-for path in routing steal nginx; do # (auth and jwt: the routing gateway, behind credentials)
+for path in routing steal other nginx; do # (auth and jwt: the routing gateway, behind credentials)
     [[ -n ${URL[$path]:-} ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
 done
 

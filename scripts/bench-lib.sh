@@ -189,8 +189,8 @@ EOF
 # Starts `modelgate serve` pinned to $PROXY_CPU (RUST_LOG=warn: no access log), registers it
 # for cleanup (SIGINT: Pingora's fast shutdown; SIGTERM would wait for the grace period) and
 # waits until its admin listener answers `probe` (default /healthz). Sets GATEWAY_PID.
-start_gateway() { # config admin-port name [probe]
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$MODELGATE" serve --config "$1" >"$WORK/$3.log" 2>&1 &
+start_gateway() { # config admin-port name [probe]; GATEWAY_BIN overrides the binary
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "${GATEWAY_BIN:-$MODELGATE}" serve --config "$1" >"$WORK/$3.log" 2>&1 &
     GATEWAY_PID=$!
     PIDS+=("$GATEWAY_PID") SIGS+=(INT) NAMES+=("$3")
     wait_http "http://$HOST:$2${4:-/healthz}" 200 "$3 admin"

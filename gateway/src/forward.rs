@@ -1,7 +1,8 @@
-//! Forwarding to HTTP backends over Pingora's pooled keep-alive connections. The request
-//! body is already buffered, so this sends head and body in one go, then streams the
-//! response back — or, when the gateway must rewrite it (extraction hardening), buffers it
-//! up to a cap and hands it back to the pipeline.
+//! Forwarding to HTTP backends with Pingora's HTTP/1 client, over keep-alive connections
+//! from [`UpstreamPool`]. The request body is already buffered, so head and body leave in one
+//! write (see [`crate::upstream_socket`]); the response is streamed back — or, when the
+//! gateway must rewrite it (extraction hardening), read whole up to a cap and handed back to
+//! the pipeline.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +12,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, OrErr};
 
 use modelgate_config::HttpBackend;
@@ -24,6 +23,7 @@ use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
 use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
+use crate::upstream_pool::UpstreamPool;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
 const IDENTITY_PREFIX: &str = "x-modelgate-";
@@ -85,20 +85,20 @@ impl Forwarded {
     }
 }
 
-/// How long an idle upstream connection stays in the pool.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A route's HTTP backends, picked round-robin.
 pub struct HttpUpstreams {
     peers: Vec<Backend>,
     next: AtomicUsize,
     rewrite_prefix: Option<String>,
+    connect_timeout: Duration,
+    /// Longest wait for each read from (and write to) an upstream.
+    io_timeout: Duration,
     total_timeout: Duration,
 }
 
-/// One upstream: its pooled peer, the URL's base path, and its host and port for traces.
+/// One upstream: its address, the URL's base path, and its host and port for traces.
 struct Backend {
-    peer: HttpPeer,
+    addr: SocketAddr,
     base_path: String,
     host: String,
     port: u16,
@@ -127,13 +127,8 @@ impl HttpUpstreams {
                     .ok()
                     .and_then(|mut a| a.next())
                     .ok_or_else(|| (i, format!("cannot resolve {}", url.authority())))?;
-                let mut peer = HttpPeer::new(addr, false, String::new());
-                peer.options.connection_timeout = Some(config.connect_timeout);
-                peer.options.read_timeout = Some(config.read_timeout);
-                peer.options.write_timeout = Some(config.read_timeout);
-                peer.options.idle_timeout = Some(IDLE_TIMEOUT);
                 Ok(Backend {
-                    peer,
+                    addr,
                     base_path: url.base_path.clone(),
                     host: url.host.clone(),
                     port: url.port,
@@ -144,6 +139,8 @@ impl HttpUpstreams {
             peers,
             next: AtomicUsize::new(0),
             rewrite_prefix: config.rewrite_prefix.clone(),
+            connect_timeout: config.connect_timeout,
+            io_timeout: config.read_timeout,
             total_timeout: config.total_timeout,
         })
     }
@@ -153,7 +150,7 @@ impl HttpUpstreams {
     /// which the upstream's `traceparent` names.
     pub async fn forward(
         &self,
-        connector: &Connector,
+        pool: &UpstreamPool,
         session: &mut Session,
         call: &Call<'_>,
         in_flight: &mut Option<Admission>,
@@ -173,7 +170,7 @@ impl HttpUpstreams {
         });
         let traceparent = span.traceparent();
         let result = self
-            .exchange_with(connector, backend, session, call, in_flight, traceparent)
+            .exchange_with(pool, backend, session, call, in_flight, traceparent)
             .await;
         if let Ok(forwarded) = &result {
             span.record(|| {
@@ -188,7 +185,7 @@ impl HttpUpstreams {
 
     async fn exchange_with(
         &self,
-        connector: &Connector,
+        pool: &UpstreamPool,
         backend: &Backend,
         session: &mut Session,
         call: &Call<'_>,
@@ -198,9 +195,15 @@ impl HttpUpstreams {
         let request = |session: &Session| {
             self.upstream_request(session, &backend.base_path, call, traceparent.clone())
         };
+        let link = Link {
+            pool,
+            addr: backend.addr,
+            connect_timeout: self.connect_timeout,
+            io_timeout: self.io_timeout,
+        };
         match tokio::time::timeout(
             self.total_timeout,
-            exchange(connector, &backend.peer, session, request, call, in_flight),
+            exchange(&link, session, request, call, in_flight),
         )
         .await
         {
@@ -368,8 +371,7 @@ fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
 /// is retried once on a fresh connection (the classic keep-alive race). `request` builds
 /// the upstream request header (again, for a retry: Pingora consumes it).
 async fn exchange(
-    connector: &Connector,
-    peer: &HttpPeer,
+    link: &Link<'_>,
     session: &mut Session,
     request: impl Fn(&Session) -> Result<Box<RequestHeader>, ForwardError>,
     call: &Call<'_>,
@@ -379,10 +381,7 @@ async fn exchange(
     let mut first = Some(request(session)?);
     let (mut upstream, response) = loop {
         attempt += 1;
-        let (mut upstream, reused) = connector
-            .get_http_session(peer)
-            .await
-            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
+        let (mut upstream, reused) = link.open().await?;
         let header = match first.take() {
             Some(header) => header,
             None => request(session)?,
@@ -401,9 +400,7 @@ async fn exchange(
     }
     if let ResponseMode::Buffer { cap } = call.mode {
         let body = read_capped(&mut upstream, cap).await?;
-        connector
-            .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
-            .await;
+        link.release(upstream).await;
         return Ok(Forwarded::Buffered(response, body));
     }
     let done = upstream.is_body_done();
@@ -431,10 +428,41 @@ async fn exchange(
             break;
         }
     }
-    connector
-        .release_http_session(upstream, peer, Some(IDLE_TIMEOUT))
-        .await;
+    link.release(upstream).await;
     Ok(Forwarded::Streamed(status))
+}
+
+/// The connections of one exchange: pooled or new, to the chosen upstream, with the
+/// route's timeouts.
+struct Link<'a> {
+    pool: &'a UpstreamPool,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+}
+
+impl Link<'_> {
+    /// A session on an idle pooled connection or a new one; `true` when reused.
+    async fn open(&self) -> Result<(UpstreamSession, bool), ForwardError> {
+        let (stream, reused) = self
+            .pool
+            .connect(self.addr, self.connect_timeout)
+            .await
+            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
+        let mut upstream = UpstreamSession::new(stream);
+        upstream.read_timeout = Some(self.io_timeout);
+        upstream.write_timeout = Some(self.io_timeout);
+        Ok((upstream, reused))
+    }
+
+    /// Pools the connection if the exchange left it reusable: the response read whole and
+    /// keep-alive allowed by both sides.
+    async fn release(&self, mut upstream: UpstreamSession) {
+        upstream.respect_keepalive();
+        if let Some(stream) = upstream.reuse().await {
+            self.pool.put(self.addr, stream);
+        }
+    }
 }
 
 /// The whole response body, or a denial when it passes `cap` bytes (the connection is

@@ -28,4 +28,6 @@ pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod upstream_pool;
+pub mod upstream_socket;
 pub mod validation;

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use pingora::connectors::http::v1::Connector;
 use pingora::proxy::Session;
 
 use modelgate_config::Cost;
@@ -25,13 +24,15 @@ use crate::respond;
 use crate::routes::{ModelOp, Target};
 use crate::snapshot::{BuiltBackend, BuiltRoute, ExtractionGuard, Snapshot};
 use crate::telemetry::{INFERENCE, SpanError, Telemetry, TraceSpan};
+use crate::upstream_pool::UpstreamPool;
 use modelgate_plugins::extraction::Action;
 use modelgate_plugins::schema::ValidatedRequest;
 
 /// Process-wide resources that outlive config generations.
 pub struct Shared {
     pub pool: InferencePool,
-    pub connector: Connector,
+    /// Idle keep-alive connections to HTTP upstreams.
+    pub upstream_pool: UpstreamPool,
     /// Rate-limit, quota and in-flight state: outlives config generations.
     pub limiter: Limiter,
     /// Span export (set at start; a change needs a restart).
@@ -561,7 +562,7 @@ async fn forward(
     let started = std::time::Instant::now();
     let result = upstreams
         .forward(
-            &shared.connector,
+            &shared.upstream_pool,
             session,
             call,
             &mut outcome.admission,

@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pingora::connectors::ConnectorOptions;
-use pingora::connectors::http::v1::Connector;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -22,6 +20,7 @@ use crate::reload::{Reloader, SighupReload, WatchReload};
 use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
+use crate::upstream_pool::UpstreamPool;
 use modelgate_plugins::ratelimit::Limiter;
 
 /// Loads the config and runs the gateway until SIGTERM/SIGINT. Returns only on a start-up
@@ -89,9 +88,6 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
 
     let pool = InferencePool::new(inference.threads, inference.queue_depth)
         .map_err(|e| format!("cannot start inference threads: {e}"))?;
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
-        &server.configuration,
-    )));
     let telemetry = Telemetry::start(snapshot.config.telemetry.traces.as_ref())?;
     if let Some(traces) = &snapshot.config.telemetry.traces {
         println!(
@@ -103,11 +99,11 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
     }
     let shared = Arc::new(Shared {
         pool,
-        connector,
+        upstream_pool: UpstreamPool::default(),
         limiter: Limiter::in_process(),
         telemetry,
     });
-    start_limiter_eviction(&shared);
+    start_idle_eviction(&shared);
     let reloader = Arc::new(Reloader::new(
         config_path.to_path_buf(),
         snapshot,
@@ -165,16 +161,19 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
 }
 
 /// Drops idle limiter state (fully refilled cells, past quota windows) once a minute, so
-/// memory follows the active consumers only.
-fn start_limiter_eviction(shared: &Arc<Shared>) {
+/// memory follows the active consumers only, and closes expired idle upstream connections.
+fn start_idle_eviction(shared: &Arc<Shared>) {
     let weak = Arc::downgrade(shared);
     let spawned = std::thread::Builder::new()
         .name("modelgate-evict".into())
         .spawn(move || {
-            // Size gauges every 10 s, idle state evicted every 60 s.
+            // Size gauges and expired upstream connections every 10 s, idle limiter state
+            // every 60 s.
             for round in 1u64.. {
                 std::thread::sleep(std::time::Duration::from_secs(10));
                 let Some(shared) = weak.upgrade() else { return };
+                let closed = shared.upstream_pool.sweep();
+                log::debug!("closed {closed} idle upstream connections");
                 if round % 6 == 0 {
                     let evicted = shared.limiter.evict_idle();
                     log::debug!("limiter eviction: {evicted:?}");
@@ -184,7 +183,7 @@ fn start_limiter_eviction(shared: &Arc<Shared>) {
             }
         });
     if let Err(e) = spawned {
-        log::error!("cannot start limiter eviction: {e}");
+        log::error!("cannot start idle-state eviction: {e}");
     }
 }
 

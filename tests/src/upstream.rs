@@ -11,6 +11,9 @@ use std::time::Duration;
 pub enum Behaviour {
     /// Answer 200 with a JSON echo of the request (method, path, headers, body length).
     Echo,
+    /// Answer like `Echo`, then close the connection without saying so (no
+    /// `Connection: close`), like a server whose keep-alive timeout ran out.
+    EchoThenClose,
     /// Wait, then answer like `Echo`.
     Stall(Duration),
     /// Close the connection without answering.
@@ -98,9 +101,11 @@ fn serve(stream: TcpStream, behaviour: &Behaviour, requests: &Mutex<Vec<Seen>>) 
                 std::thread::sleep(*wait);
                 echo(&seen)
             }
-            Behaviour::Echo => echo(&seen),
+            Behaviour::Echo | Behaviour::EchoThenClose => echo(&seen),
         };
-        if writer.write_all(response.as_bytes()).is_err() {
+        if writer.write_all(response.as_bytes()).is_err()
+            || matches!(behaviour, Behaviour::EchoThenClose)
+        {
             return;
         }
     }

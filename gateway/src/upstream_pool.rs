@@ -1,0 +1,201 @@
+//! Idle keep-alive connections to HTTP upstreams, keyed by upstream address, shared by all
+//! routes and kept across reloads.
+//!
+//! The gateway keeps its own pool because Pingora's names each pooled connection by its file
+//! descriptor, and [`OneWriteSocket`](crate::upstream_socket::OneWriteSocket) connections,
+//! being Pingora "virtual" sockets, all report the same one. Taking a connection picks the
+//! most recently used one that is still open; connections idle for longer than
+//! [`IDLE_TIMEOUT`] are closed when met and by [`UpstreamPool::sweep`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::upstream_socket;
+
+/// How long an idle upstream connection stays in the pool.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle connections kept per upstream address; the oldest goes first.
+pub const MAX_IDLE_PER_UPSTREAM: usize = 128;
+
+#[derive(Default)]
+pub struct UpstreamPool {
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
+}
+
+struct Idle {
+    stream: Stream,
+    since: Instant,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= IDLE_TIMEOUT
+    }
+}
+
+impl UpstreamPool {
+    /// A connection to `addr` and whether it was reused: an idle one that is still open,
+    /// or else a new one (within `connect_timeout`).
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> pingora::Result<(Stream, bool)> {
+        if let Some(stream) = self.take(addr) {
+            return Ok((stream, true));
+        }
+        let stream = upstream_socket::connect(addr, connect_timeout).await?;
+        Ok((Box::new(stream), false))
+    }
+
+    /// Keeps `stream`, whose last exchange with `addr` ended cleanly, for reuse.
+    pub fn put(&self, addr: SocketAddr, stream: Stream) {
+        let idle = Idle {
+            stream,
+            since: Instant::now(),
+        };
+        let _oldest = {
+            let mut pools = self.lock();
+            let pool = pools.entry(addr).or_default();
+            pool.push_back(idle);
+            (pool.len() > MAX_IDLE_PER_UPSTREAM).then(|| pool.pop_front())
+        }; // closed here, outside the lock
+    }
+
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`]; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.lock().retain(|_, pool| {
+            while pool.front().is_some_and(|idle| idle.expired(now)) {
+                expired.extend(pool.pop_front());
+            }
+            !pool.is_empty()
+        });
+        expired.len()
+    }
+
+    /// How many idle connections the pool holds.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(VecDeque::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<Stream> {
+        let now = Instant::now();
+        loop {
+            let mut idle = self.lock().get_mut(&addr)?.pop_back()?;
+            if idle.expired(now) {
+                // The newest is expired, so are the rest.
+                let _all = self.lock().remove(&addr);
+                return None;
+            }
+            if still_open(&mut idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, VecDeque<Idle>>> {
+        // A panic while holding the lock leaves the map consistent: keep using it.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An idle connection is still usable when reading it would wait: no end of stream, no
+/// error and no stray bytes from the upstream.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn server() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    async fn accept(listener: &TcpListener) -> TcpStream {
+        listener.accept().await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn reuses_an_open_connection_and_replaces_a_closed_one() {
+        let (listener, addr) = server().await;
+        let pool = UpstreamPool::default();
+        let timeout = Duration::from_secs(1);
+
+        let (first, reused) = pool.connect(addr, timeout).await.unwrap();
+        assert!(!reused);
+        let mut first_peer = accept(&listener).await;
+        pool.put(addr, first);
+        let (again, reused) = pool.connect(addr, timeout).await.unwrap();
+        assert!(reused, "an open idle connection is reused");
+        pool.put(addr, again);
+
+        // The upstream closes it: the pool notices and connects anew.
+        first_peer.shutdown().await.unwrap();
+        drop(first_peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_fresh, reused) = pool.connect(addr, timeout).await.unwrap();
+        assert!(!reused, "a connection closed by the upstream is not reused");
+        assert!(pool.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stray_bytes_make_a_connection_unusable() {
+        let (listener, addr) = server().await;
+        let pool = UpstreamPool::default();
+        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
+        let mut peer = accept(&listener).await;
+        pool.put(addr, stream);
+        peer.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.take(addr).is_none());
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_the_limit_per_upstream() {
+        let (listener, addr) = server().await;
+        let pool = UpstreamPool::default();
+        let mut peers = Vec::new();
+        for _ in 0..MAX_IDLE_PER_UPSTREAM + 3 {
+            let stream = upstream_socket::connect(addr, Duration::from_secs(1)).await;
+            peers.push(accept(&listener).await);
+            pool.put(addr, Box::new(stream.unwrap()));
+        }
+        assert_eq!(pool.len(), MAX_IDLE_PER_UPSTREAM);
+    }
+
+    #[tokio::test]
+    async fn sweep_closes_expired_connections() {
+        let (listener, addr) = server().await;
+        let pool = UpstreamPool::default();
+        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
+        let _peer = accept(&listener).await;
+        pool.put(addr, stream);
+        assert_eq!(pool.sweep(), 0, "a fresh connection stays");
+        pool.lock().get_mut(&addr).unwrap()[0].since -= IDLE_TIMEOUT;
+        assert_eq!(pool.sweep(), 1);
+        assert!(pool.is_empty());
+        assert!(pool.take(addr).is_none());
+    }
+}
