@@ -137,6 +137,8 @@ pub struct Metrics {
     reloads: Counters<&'static str>,
     trace_exports: Counters<&'static str>,
     generation: AtomicU64,
+    /// Idle keep-alive connections in the upstream pool, refreshed every 10 s.
+    idle_upstream_connections: AtomicU64,
     /// (route, upstream address) → up, replaced by each health-check round.
     upstreams: RwLock<Vec<((String, String), bool)>>,
     /// The limiter store's size, refreshed every 10 s.
@@ -196,6 +198,12 @@ impl Metrics {
     /// Counts one OTLP export attempt (a batch of spans) by its outcome.
     pub fn trace_export(&self, ok: bool) {
         self.trace_exports.add(&if ok { "ok" } else { "failed" }, 1);
+    }
+
+    /// Sets the number of idle pooled upstream connections.
+    pub fn set_idle_upstream_connections(&self, n: usize) {
+        self.idle_upstream_connections
+            .store(n as u64, Ordering::Relaxed);
     }
 
     /// Sets the live config generation.
@@ -304,6 +312,11 @@ impl Metrics {
              # HELP modelgate_limiter_table_bytes Approximate bytes of the limiter's tables.\n# TYPE modelgate_limiter_table_bytes gauge\nmodelgate_limiter_table_bytes {}\n",
             limiter.cells, limiter.quota_counters, limiter.approx_bytes
         );
+        let _ = write!(
+            out,
+            "# HELP modelgate_upstream_idle_connections Idle keep-alive connections to HTTP upstreams.\n# TYPE modelgate_upstream_idle_connections gauge\nmodelgate_upstream_idle_connections {}\n",
+            self.idle_upstream_connections.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP modelgate_trace_exports_total OTLP trace export attempts by result.\n# TYPE modelgate_trace_exports_total counter\n");
         let exports = self.trace_exports.snapshot();
         for result in ["ok", "failed"] {
@@ -393,7 +406,12 @@ mod tests {
             approx_bytes: 4096,
         });
         m.set_upstreams(vec![(("r".into(), "127.0.0.1:9".into()), false)]);
+        m.set_idle_upstream_connections(3);
         let text = m.render();
+        assert!(
+            text.contains("modelgate_upstream_idle_connections 3\n"),
+            "{text}"
+        );
         assert!(text.contains("modelgate_limiter_cells 7\n"), "{text}");
         assert!(text.contains("modelgate_limiter_table_bytes 4096\n"));
         assert!(text.contains("modelgate_upstream_up{route=\"r\",upstream=\"127.0.0.1:9\"} 0"));

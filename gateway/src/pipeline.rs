@@ -652,12 +652,11 @@ async fn ok_json(
     outcome.status = 200;
     // The answer is ready: in-flight permits go back before it is written (see `forward`).
     outcome.admission = None;
-    let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.clone())).collect();
     respond::json(
         session,
         StatusCode::OK,
         Bytes::copy_from_slice(body),
-        &headers,
+        headers,
     )
     .await
     .map_err(Failure::Broken)

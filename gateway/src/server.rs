@@ -173,7 +173,8 @@ fn start_idle_eviction(shared: &Arc<Shared>) {
                 std::thread::sleep(std::time::Duration::from_secs(10));
                 let Some(shared) = weak.upgrade() else { return };
                 let closed = shared.upstream_pool.sweep();
-                log::debug!("closed {closed} idle upstream connections");
+                log::debug!("closed {closed} expired idle upstream connections");
+                crate::metrics::METRICS.set_idle_upstream_connections(shared.upstream_pool.len());
                 if round % 6 == 0 {
                     let evicted = shared.limiter.evict_idle();
                     log::debug!("limiter eviction: {evicted:?}");

@@ -3,21 +3,21 @@
 //! Pingora's upstream streams have no write buffer and its HTTP/1 client flushes the request
 //! head before it writes the body, so a `POST` left in two `sendto`s, each a separate trip
 //! through the network stack and a separate wake-up of the upstream. [`connect`] opens
-//! connections whose socket holds written bytes until the connection is next read, shut down, or more than [`HOLD_LIMIT`] bytes are
-//! waiting. An HTTP/1 client reads the response right after sending the request, so head and
-//! body leave together just before that read.
+//! connections (Pingora "virtual" sockets) that hold written bytes until the connection is
+//! next read, shut down, or more than [`HOLD_LIMIT`] bytes are waiting. An HTTP/1 client
+//! reads the response right after sending the request, so head and body leave together just
+//! before that read.
 //!
 //! The price is that `flush` sends nothing by itself: these connections only suit exchanges
 //! that read after they write, which is what the gateway's forwarding does.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
-use pingora::protocols::l4::ext::{TcpKeepalive, connect as tcp_connect, set_tcp_keepalive};
+use pingora::protocols::l4::ext::connect as tcp_connect;
 use pingora::protocols::l4::stream::Stream;
 use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
 use pingora::{Error, ErrorType, OrErr};
@@ -80,17 +80,16 @@ impl OneWriteSocket {
 }
 
 impl VirtualSocket for OneWriteSocket {
+    /// `NoDelay` (already set by [`connect`]); the gateway asks for no other option.
     fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
         match opt {
             VirtualSockOpt::NoDelay => self.tcp.set_nodelay(true),
-            VirtualSockOpt::KeepAlive(ka) => keepalive(&self.tcp, &ka),
-            _ => Ok(()),
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{other:?} is not supported on upstream connections"),
+            )),
         }
     }
-}
-
-fn keepalive(tcp: &TcpStream, ka: &TcpKeepalive) -> io::Result<()> {
-    set_tcp_keepalive(tcp, ka).map_err(|e| io::Error::other(e.to_string()))
 }
 
 impl AsyncRead for OneWriteSocket {
