@@ -1,17 +1,20 @@
-//! Idle keep-alive connections to HTTP upstreams, keyed by upstream address, shared by all
-//! routes and kept across reloads.
+//! Idle keep-alive connections to HTTP upstreams, per worker thread and upstream address,
+//! shared by all routes and kept across reloads.
 //!
 //! The gateway keeps its own pool because Pingora's names each pooled connection by its file
 //! descriptor, and [`OneWriteSocket`](crate::upstream_socket::OneWriteSocket) connections,
-//! being Pingora "virtual" sockets, all report the same one. Taking a connection picks the
-//! most recently used one that is still open; connections idle for longer than
-//! [`IDLE_TIMEOUT`] are closed when met and by [`UpstreamPool::sweep`].
+//! being Pingora "virtual" sockets, all report the same one. A connection is only reused on
+//! the thread that opened it: with Pingora's per-thread runtimes (`work_stealing = false`)
+//! its readiness events come from that thread's reactor. Taking a connection picks the most
+//! recently used one that is still open; connections idle for longer than [`IDLE_TIMEOUT`]
+//! are closed when met and by [`UpstreamPool::sweep`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Waker};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use pingora::protocols::Stream;
@@ -21,12 +24,19 @@ use crate::upstream_socket;
 
 /// How long an idle upstream connection stays in the pool.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most idle connections kept per upstream address; the oldest goes first.
+/// Most idle connections kept per worker thread and upstream address; the oldest goes first.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 128;
+
+/// A worker thread and an upstream address.
+type Key = (ThreadId, SocketAddr);
 
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
+    idle: Mutex<HashMap<Key, VecDeque<Idle>>>,
+}
+
+fn key(addr: SocketAddr) -> Key {
+    (std::thread::current().id(), addr)
 }
 
 struct Idle {
@@ -63,7 +73,7 @@ impl UpstreamPool {
         };
         let _oldest = {
             let mut pools = self.lock();
-            let pool = pools.entry(addr).or_default();
+            let pool = pools.entry(key(addr)).or_default();
             pool.push_back(idle);
             (pool.len() > MAX_IDLE_PER_UPSTREAM).then(|| pool.pop_front())
         }; // closed here, outside the lock
@@ -92,12 +102,12 @@ impl UpstreamPool {
     }
 
     fn take(&self, addr: SocketAddr) -> Option<Stream> {
-        let now = Instant::now();
+        let (now, key) = (Instant::now(), key(addr));
         loop {
-            let mut idle = self.lock().get_mut(&addr)?.pop_back()?;
+            let mut idle = self.lock().get_mut(&key)?.pop_back()?;
             if idle.expired(now) {
                 // The newest is expired, so are the rest.
-                let _all = self.lock().remove(&addr);
+                let _all = self.lock().remove(&key);
                 return None;
             }
             if still_open(&mut idle.stream) {
@@ -106,7 +116,7 @@ impl UpstreamPool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, VecDeque<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Idle>>> {
         // A panic while holding the lock leaves the map consistent: keep using it.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -161,6 +171,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_is_reused_only_on_the_thread_that_pooled_it() {
+        let (listener, addr) = server().await;
+        let pool = UpstreamPool::default();
+        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
+        let _peer = accept(&listener).await;
+        pool.put(addr, stream);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| pool.take(addr).is_none());
+            assert!(other.join().unwrap(), "taken on another thread");
+        });
+        assert!(pool.take(addr).is_some());
+    }
+
+    #[tokio::test]
     async fn stray_bytes_make_a_connection_unusable() {
         let (listener, addr) = server().await;
         let pool = UpstreamPool::default();
@@ -193,7 +217,7 @@ mod tests {
         let _peer = accept(&listener).await;
         pool.put(addr, stream);
         assert_eq!(pool.sweep(), 0, "a fresh connection stays");
-        pool.lock().get_mut(&addr).unwrap()[0].since -= IDLE_TIMEOUT;
+        pool.lock().get_mut(&key(addr)).unwrap()[0].since -= IDLE_TIMEOUT;
         assert_eq!(pool.sweep(), 1);
         assert!(pool.is_empty());
         assert!(pool.take(addr).is_none());
