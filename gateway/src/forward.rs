@@ -534,9 +534,9 @@ async fn send_request(
 
 /// The upstream's response header as the client gets it: hop-by-hop headers dropped (but
 /// `Transfer-Encoding`: Pingora re-frames the body from it) and the gateway's `extra`
-/// headers set, replacing any the upstream sent. Edited as plain `http` parts: Pingora's
-/// original-case name map costs ~1.8k instructions per header inserted (callgrind), so names
-/// go out in lower case and the reason phrase is the standard one.
+/// headers set, replacing any the upstream sent. Edited as plain `http` parts, without
+/// Pingora's original-case name map (4k fewer instructions per request on the full pipeline,
+/// callgrind): names go out in lower case and the reason phrase is the standard one.
 fn downstream_response(
     response: ResponseHeader,
     extra: &[(&'static str, String)],
