@@ -1,8 +1,9 @@
 //! modelgate: a hardened model-serving gateway on Pingora.
 //!
 //! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
-//! capped before any upstream is chosen) → validate → rate limit → extraction ([`guard`]) → backend (embedded ONNX
-//! or HTTP upstreams).
+//! capped before any upstream is chosen) → validate → rate limit → extraction ([`guard`]) →
+//! backend (embedded ONNX, or HTTP upstreams: [`forward`], over [`upstream_pool`]
+//! connections).
 //! Refusals become JSON errors in one place ([`respond`]); each request is traced
 //! ([`telemetry`]).
 
