@@ -214,6 +214,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connect_gives_up_after_its_timeout() {
+        // A listener that never accepts, its backlog full: further SYNs go unanswered.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        let started = std::time::Instant::now();
+        let err = loop {
+            match connect(addr, Duration::from_millis(200)).await {
+                Ok(stream) => queued.push(stream),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 16, "the backlog never filled");
+        };
+        assert_eq!(err.etype(), &ErrorType::ConnectTimedout, "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
     async fn connect_reports_a_refused_port() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
