@@ -147,6 +147,14 @@ mod tests {
         listener.accept().await.unwrap().0
     }
 
+    /// Opens a connection through `pool` and pools it; returns the upstream's end.
+    async fn pool_one(pool: &UpstreamPool, listener: &TcpListener, addr: SocketAddr) -> TcpStream {
+        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
+        let peer = accept(listener).await;
+        pool.put(addr, stream);
+        peer
+    }
+
     #[tokio::test]
     async fn reuses_an_open_connection_and_replaces_a_closed_one() {
         let (listener, addr) = server().await;
@@ -174,9 +182,7 @@ mod tests {
     async fn a_connection_is_reused_only_on_the_thread_that_pooled_it() {
         let (listener, addr) = server().await;
         let pool = UpstreamPool::default();
-        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
-        let _peer = accept(&listener).await;
-        pool.put(addr, stream);
+        let _peer = pool_one(&pool, &listener, addr).await;
         std::thread::scope(|s| {
             let other = s.spawn(|| pool.take(addr).is_none());
             assert!(other.join().unwrap(), "taken on another thread");
@@ -188,9 +194,7 @@ mod tests {
     async fn stray_bytes_make_a_connection_unusable() {
         let (listener, addr) = server().await;
         let pool = UpstreamPool::default();
-        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
-        let mut peer = accept(&listener).await;
-        pool.put(addr, stream);
+        let mut peer = pool_one(&pool, &listener, addr).await;
         peer.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(pool.take(addr).is_none());
@@ -213,9 +217,7 @@ mod tests {
     async fn sweep_closes_expired_connections() {
         let (listener, addr) = server().await;
         let pool = UpstreamPool::default();
-        let (stream, _) = pool.connect(addr, Duration::from_secs(1)).await.unwrap();
-        let _peer = accept(&listener).await;
-        pool.put(addr, stream);
+        let _peer = pool_one(&pool, &listener, addr).await;
         assert_eq!(pool.sweep(), 0, "a fresh connection stays");
         pool.lock().get_mut(&key(addr)).unwrap()[0].since -= IDLE_TIMEOUT;
         assert_eq!(pool.sweep(), 1);
