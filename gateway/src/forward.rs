@@ -1,8 +1,8 @@
-//! Forwarding to HTTP backends with Pingora's HTTP/1 client, over keep-alive connections
-//! from [`UpstreamPool`]. The request body is already buffered, so head and body leave in one
-//! write (see [`crate::upstream_socket`]); the response is streamed back — or, when the
-//! gateway must rewrite it (extraction hardening), read whole up to a cap and handed back to
-//! the pipeline.
+//! Forwarding to HTTP backends with the gateway's own HTTP/1.1 client
+//! ([`crate::upstream_http1`]), over keep-alive connections from [`UpstreamPool`]. The
+//! request body is already buffered, so head and body leave in one write; the response is
+//! streamed back — or, when the gateway must rewrite it (extraction hardening), read whole
+//! up to a cap and handed back to the pipeline.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +12,10 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::ErrorType;
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use pingora::{ErrorType, OrErr};
+use tokio::net::TcpStream;
 
 use modelgate_config::HttpBackend;
 use modelgate_plugins::auth::Caller;
@@ -23,6 +23,7 @@ use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
 use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
+use crate::upstream_http1::{self, Body, UpstreamError};
 use crate::upstream_pool::UpstreamPool;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
@@ -192,9 +193,7 @@ impl HttpUpstreams {
         in_flight: &mut Option<Admission>,
         traceparent: Option<HeaderValue>,
     ) -> Result<Forwarded, ForwardError> {
-        let request = |session: &Session| {
-            self.upstream_request(session, &backend.base_path, call, traceparent.clone())
-        };
+        let head = self.upstream_request(session, &backend.base_path, call, traceparent)?;
         let link = Link {
             pool,
             addr: backend.addr,
@@ -203,7 +202,7 @@ impl HttpUpstreams {
         };
         match tokio::time::timeout(
             self.total_timeout,
-            exchange(&link, session, request, call, in_flight),
+            exchange(&link, session, &head, call, in_flight),
         )
         .await
         {
@@ -223,7 +222,7 @@ impl HttpUpstreams {
         base_path: &str,
         call: &Call<'_>,
         traceparent: Option<HeaderValue>,
-    ) -> Result<Box<RequestHeader>, ForwardError> {
+    ) -> Result<http::request::Parts, ForwardError> {
         let (identity, prefix_len) = (&call.identity, call.prefix_len);
         let downstream = session.req_header();
         let invalid = || {
@@ -258,10 +257,9 @@ impl HttpUpstreams {
                 http::Uri::try_from(path).map_err(|_| invalid())?
             }
         };
-        // A fresh header without Pingora's case map: each header is copied once (names and
-        // values are reference-counted) instead of cloning the request and then removing
-        // and re-inserting, which Pingora does through both of its maps. Names go upstream
-        // in lower case (HTTP header names are case-insensitive).
+        // A fresh header: each header is copied once (names and values are
+        // reference-counted). Names go upstream in lower case (HTTP header names are
+        // case-insensitive).
         let (mut parts, ()) = http::Request::builder()
             .method(downstream.method.clone())
             .uri(uri)
@@ -325,7 +323,7 @@ impl HttpUpstreams {
         if let Some(traceparent) = traceparent {
             headers.insert(TRACEPARENT, traceparent);
         }
-        Ok(Box::new(RequestHeader::from(parts)))
+        Ok(parts)
     }
 }
 
@@ -368,38 +366,36 @@ fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
 }
 
 /// One upstream exchange; a failure on a reused pooled connection before any response byte
-/// is retried once on a fresh connection (the classic keep-alive race). `request` builds
-/// the upstream request header (again, for a retry: Pingora consumes it).
+/// is retried once on a fresh connection (the classic keep-alive race).
 async fn exchange(
     link: &Link<'_>,
     session: &mut Session,
-    request: impl Fn(&Session) -> Result<Box<RequestHeader>, ForwardError>,
+    head: &http::request::Parts,
     call: &Call<'_>,
     in_flight: &mut Option<Admission>,
 ) -> Result<Forwarded, ForwardError> {
     let mut attempt = 0;
-    let mut first = Some(request(session)?);
-    let (mut upstream, response) = loop {
+    let (response, mut body) = loop {
         attempt += 1;
-        let (mut upstream, reused) = link.open().await?;
-        let header = match first.take() {
-            Some(header) => header,
-            None => request(session)?,
-        };
-        match send_request(&mut upstream, header, &call.body).await {
-            Ok(response) => break (upstream, response),
-            Err(e) if reused && attempt == 1 && !is_timeout(&e) => continue,
-            Err(e) => return Err(ForwardError::BeforeResponse(upstream_denial(&e))),
+        let (stream, reused) = link.open().await?;
+        match upstream_http1::exchange(stream, link.io_timeout, head, &call.body).await {
+            Ok(answer) => break answer,
+            Err(failure) if reused && attempt == 1 && failure.retryable => continue,
+            Err(failure) => {
+                return Err(ForwardError::BeforeResponse(upstream_denial(
+                    &failure.error,
+                )));
+            }
         }
     };
     let status = response.status.as_u16();
-    let response = downstream_response(*response, &call.response_headers);
+    let response = downstream_response(response, &call.response_headers);
     if let ResponseMode::Buffer { cap } = call.mode {
-        let body = read_capped(&mut upstream, cap).await?;
-        link.release(upstream).await;
-        return Ok(Forwarded::Buffered(response, body));
+        let whole = read_capped(&mut body, cap).await?;
+        link.release(body);
+        return Ok(Forwarded::Buffered(response, whole));
     }
-    let done = upstream.is_body_done();
+    let done = body.is_done();
     if done {
         release_in_flight(in_flight);
     }
@@ -407,24 +403,18 @@ async fn exchange(
         .write_response_header(response, done)
         .await
         .map_err(ForwardError::AfterResponse)?;
-    while !upstream.is_body_done() {
-        let chunk = upstream
-            .read_body_bytes()
-            .await
-            .map_err(ForwardError::AfterResponse)?;
-        let end = chunk.is_none() || upstream.is_body_done();
+    while !body.is_done() {
+        let piece = body.next().await.map_err(broken_response)?;
+        let end = body.is_done();
         if end {
             release_in_flight(in_flight);
         }
         session
-            .write_response_body(chunk, end)
+            .write_response_body(piece, end)
             .await
             .map_err(ForwardError::AfterResponse)?;
-        if end {
-            break;
-        }
     }
-    link.release(upstream).await;
+    link.release(body);
     Ok(Forwarded::Streamed(status))
 }
 
@@ -438,24 +428,17 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    /// A session on an idle pooled connection or a new one; `true` when reused.
-    async fn open(&self) -> Result<(UpstreamSession, bool), ForwardError> {
-        let (stream, reused) = self
-            .pool
+    /// An idle pooled connection or a new one; `true` when reused.
+    async fn open(&self) -> Result<(TcpStream, bool), ForwardError> {
+        self.pool
             .connect(self.addr, self.connect_timeout)
             .await
-            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
-        let mut upstream = UpstreamSession::new(stream);
-        upstream.read_timeout = Some(self.io_timeout);
-        upstream.write_timeout = Some(self.io_timeout);
-        Ok((upstream, reused))
+            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))
     }
 
-    /// Pools the connection if the exchange left it reusable: the response read whole and
-    /// keep-alive allowed by both sides.
-    async fn release(&self, mut upstream: UpstreamSession) {
-        upstream.respect_keepalive();
-        if let Some(stream) = upstream.reuse().await {
+    /// Pools the connection if the exchange left it reusable (see [`Body::into_reusable`]).
+    fn release(&self, body: Body) {
+        if let Some(stream) = body.into_reusable() {
             self.pool.put(self.addr, stream);
         }
     }
@@ -463,24 +446,23 @@ impl Link<'_> {
 
 /// The whole response body, or a denial when it passes `cap` bytes (the connection is
 /// then dropped, not pooled) or breaks off.
-async fn read_capped(upstream: &mut UpstreamSession, cap: usize) -> Result<Bytes, ForwardError> {
-    let mut body = BytesMut::new();
-    while !upstream.is_body_done() {
-        let chunk = upstream
-            .read_body_bytes()
-            .await
-            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?;
-        let Some(chunk) = chunk else { break };
-        if body.len() + chunk.len() > cap {
+async fn read_capped(body: &mut Body, cap: usize) -> Result<Bytes, ForwardError> {
+    let mut whole = BytesMut::new();
+    while let Some(piece) = body
+        .next()
+        .await
+        .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))?
+    {
+        if whole.len() + piece.len() > cap {
             log::warn!("upstream response refused: larger than the route's {cap}-byte cap");
             return Err(ForwardError::BeforeResponse(Denial::new(
                 Code::UpstreamInvalidResponse,
                 "the upstream's response is larger than this route accepts",
             )));
         }
-        body.extend_from_slice(&chunk);
+        whole.extend_from_slice(&piece);
     }
-    Ok(body.freeze())
+    Ok(whole.freeze())
 }
 
 /// Sends a buffered upstream response with `body` (possibly rewritten) in place of the
@@ -509,39 +491,15 @@ fn release_in_flight(in_flight: &mut Option<Admission>) {
     drop(in_flight.take());
 }
 
-async fn send_request(
-    upstream: &mut UpstreamSession,
-    request: Box<RequestHeader>,
-    body: &Bytes,
-) -> pingora::Result<Box<ResponseHeader>> {
-    upstream.write_request_header(request).await?;
-    if !body.is_empty() {
-        upstream.write_body(body).await?;
-    }
-    upstream.finish_body().await?;
-    loop {
-        let response = upstream.read_resp_header_parts().await?;
-        // 1xx interim responses (other than 101) are not forwarded.
-        if !response.status.is_informational() {
-            return Ok(response);
-        }
-        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err(pingora::Error::new(ErrorType::InvalidHTTPHeader))
-                .or_err(ErrorType::InvalidHTTPHeader, "upgrades are not proxied");
-        }
-    }
-}
-
 /// The upstream's response header as the client gets it: hop-by-hop headers dropped (but
 /// `Transfer-Encoding`: Pingora re-frames the body from it) and the gateway's `extra`
 /// headers set, replacing any the upstream sent. Edited as plain `http` parts, without
-/// Pingora's original-case name map (4k fewer instructions per request on the full pipeline,
-/// callgrind): names go out in lower case and the reason phrase is the standard one.
+/// Pingora's original-case name map: names go out in lower case and the reason phrase is
+/// the standard one.
 fn downstream_response(
-    response: ResponseHeader,
+    mut parts: http::response::Parts,
     extra: &[(&'static str, String)],
 ) -> Box<ResponseHeader> {
-    let mut parts = http::response::Parts::from(response);
     for name in hop_by_hop_names(&parts.headers, false) {
         parts.headers.remove(&name);
     }
@@ -624,27 +582,33 @@ fn without_query_param(path_and_query: &str, name: &str) -> String {
     }
 }
 
-fn is_timeout(e: &pingora::Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
 fn timeout_denial() -> Denial {
     Denial::new(Code::UpstreamTimeout, "the upstream did not answer in time")
 }
 
-fn upstream_denial(e: &pingora::Error) -> Denial {
+fn upstream_denial(e: &UpstreamError) -> Denial {
     log::warn!("upstream failed: {e}");
-    if is_timeout(e) {
-        timeout_denial()
-    } else {
-        Denial::new(
+    match e {
+        UpstreamError::Timeout => timeout_denial(),
+        UpstreamError::Broken(_) => Denial::new(
             Code::UpstreamUnavailable,
             "the upstream refused or reset the connection",
-        )
+        ),
+        UpstreamError::Invalid(_) => Denial::new(
+            Code::UpstreamInvalidResponse,
+            "the upstream's response is not valid HTTP/1.1 or cannot be forwarded",
+        ),
     }
+}
+
+/// An upstream failure after the response began: the client connection must be dropped.
+fn broken_response(e: UpstreamError) -> ForwardError {
+    log::warn!("upstream response broke off: {e}");
+    let kind = match e {
+        UpstreamError::Timeout => ErrorType::ReadTimedout,
+        UpstreamError::Broken(_) | UpstreamError::Invalid(_) => ErrorType::ReadError,
+    };
+    ForwardError::AfterResponse(pingora::Error::explain(kind, e.to_string()))
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! Requests walk one pipeline ([`pipeline`]): route → method → auth → body (read and
 //! capped before any upstream is chosen) → validate → rate limit → extraction ([`guard`]) →
-//! backend (embedded ONNX, or HTTP upstreams: [`forward`], over [`upstream_pool`]
-//! connections).
+//! backend (embedded ONNX, or HTTP upstreams: [`forward`], speaking [`upstream_http1`] over
+//! [`upstream_pool`] connections).
 //! Refusals become JSON errors in one place ([`respond`]); each request is traced
 //! ([`telemetry`]).
 
@@ -29,6 +29,6 @@ pub mod secrets;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod upstream_http1;
 pub mod upstream_pool;
-pub mod upstream_socket;
 pub mod validation;

@@ -1,26 +1,22 @@
 //! Idle keep-alive connections to HTTP upstreams, per worker thread and upstream address,
 //! shared by all routes and kept across reloads.
 //!
-//! The gateway keeps its own pool because Pingora's names each pooled connection by its file
-//! descriptor, and [`OneWriteSocket`](crate::upstream_socket::OneWriteSocket) connections,
-//! being Pingora "virtual" sockets, all report the same one. A connection is only reused on
-//! the thread that opened it: with Pingora's per-thread runtimes (`work_stealing = false`)
-//! its readiness events come from that thread's reactor. Taking a connection picks the most
-//! recently used one that is still open; connections idle for longer than [`IDLE_TIMEOUT`]
-//! are closed when met and by [`UpstreamPool::sweep`].
+//! The connections are plain TCP streams spoken to by [`crate::upstream_http1`]. A
+//! connection is only reused on the thread that opened it: with Pingora's per-thread
+//! runtimes (`work_stealing = false`) its readiness events come from that thread's reactor.
+//! Taking a connection picks the most recently used one that is still open; connections
+//! idle for longer than [`IDLE_TIMEOUT`] are closed when met and by [`UpstreamPool::sweep`].
 
 use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Waker};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
-use crate::upstream_socket;
+use crate::upstream_http1::UpstreamError;
 
 /// How long an idle upstream connection stays in the pool.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,7 +36,7 @@ fn key(addr: SocketAddr) -> Key {
 }
 
 struct Idle {
-    stream: Stream,
+    stream: TcpStream,
     since: Instant,
 }
 
@@ -52,21 +48,26 @@ impl Idle {
 
 impl UpstreamPool {
     /// A connection to `addr` and whether it was reused: an idle one that is still open,
-    /// or else a new one (within `connect_timeout`).
+    /// or else a new one (within `connect_timeout`, with `TCP_NODELAY`: each request leaves
+    /// in one write).
     pub async fn connect(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> pingora::Result<(Stream, bool)> {
+    ) -> Result<(TcpStream, bool), UpstreamError> {
         if let Some(stream) = self.take(addr) {
             return Ok((stream, true));
         }
-        let stream = upstream_socket::connect(addr, connect_timeout).await?;
-        Ok((Box::new(stream), false))
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::Broken)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Broken)?;
+        Ok((stream, false))
     }
 
     /// Keeps `stream`, whose last exchange with `addr` ended cleanly, for reuse.
-    pub fn put(&self, addr: SocketAddr, stream: Stream) {
+    pub fn put(&self, addr: SocketAddr, stream: TcpStream) {
         let idle = Idle {
             stream,
             since: Instant::now(),
@@ -101,16 +102,16 @@ impl UpstreamPool {
         self.len() == 0
     }
 
-    fn take(&self, addr: SocketAddr) -> Option<Stream> {
+    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
         let (now, key) = (Instant::now(), key(addr));
         loop {
-            let mut idle = self.lock().get_mut(&key)?.pop_back()?;
+            let idle = self.lock().get_mut(&key)?.pop_back()?;
             if idle.expired(now) {
                 // The newest is expired, so are the rest.
                 let _all = self.lock().remove(&key);
                 return None;
             }
-            if still_open(&mut idle.stream) {
+            if still_open(&idle.stream) {
                 return Some(idle.stream);
             }
         }
@@ -124,11 +125,9 @@ impl UpstreamPool {
 
 /// An idle connection is still usable when reading it would wait: no end of stream, no
 /// error and no stray bytes from the upstream.
-fn still_open(stream: &mut Stream) -> bool {
+fn still_open(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]
@@ -206,11 +205,47 @@ mod tests {
         let pool = UpstreamPool::default();
         let mut peers = Vec::new();
         for _ in 0..MAX_IDLE_PER_UPSTREAM + 3 {
-            let stream = upstream_socket::connect(addr, Duration::from_secs(1)).await;
+            let stream = TcpStream::connect(addr).await.unwrap();
             peers.push(accept(&listener).await);
-            pool.put(addr, Box::new(stream.unwrap()));
+            pool.put(addr, stream);
         }
         assert_eq!(pool.len(), MAX_IDLE_PER_UPSTREAM);
+    }
+
+    #[tokio::test]
+    async fn connect_gives_up_after_its_timeout() {
+        // A listener that never accepts, its backlog full: further SYNs go unanswered.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = UpstreamPool::default();
+        let mut queued = Vec::new();
+        let started = Instant::now();
+        let err = loop {
+            match pool.connect(addr, Duration::from_millis(200)).await {
+                Ok((stream, _)) => queued.push(stream),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 16, "the backlog never filled");
+        };
+        assert!(matches!(err, UpstreamError::Timeout), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn connect_reports_a_refused_port() {
+        let (listener, addr) = server().await;
+        drop(listener);
+        let pool = UpstreamPool::default();
+        let err = pool
+            .connect(addr, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Broken(e) if e.kind() == ErrorKind::ConnectionRefused),
+            "{err}"
+        );
     }
 
     #[tokio::test]

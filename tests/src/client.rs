@@ -61,6 +61,29 @@ impl Conn {
 
     /// Reads one response (Content-Length, chunked, or until close).
     pub fn read_response(&mut self) -> std::io::Result<Response> {
+        let mut response = self.read_head()?;
+        let get = |name: &str| response.header(name).map(str::to_string);
+        let status = response.status;
+        response.body = if status == 204 || status == 304 || (100..200).contains(&status) {
+            Vec::new()
+        } else if get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            self.read_chunked()?
+        } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            while self.buf.len() < len {
+                self.fill()?;
+            }
+            self.buf.drain(..len).collect()
+        } else {
+            while self.fill().is_ok() {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(response)
+    }
+
+    /// Reads a response head only (the answer to a `HEAD` request); the body is empty.
+    pub fn read_head(&mut self) -> std::io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -81,31 +104,10 @@ impl Conn {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let body = if status == 204 || status == 304 || (100..200).contains(&status) {
-            Vec::new()
-        } else if get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
-            self.read_chunked()?
-        } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            while self.buf.len() < len {
-                self.fill()?;
-            }
-            self.buf.drain(..len).collect()
-        } else {
-            while self.fill().is_ok() {}
-            std::mem::take(&mut self.buf)
-        };
         Ok(Response {
             status,
             headers,
-            body,
+            body: Vec::new(),
         })
     }
 

@@ -20,6 +20,8 @@ pub enum Behaviour {
     Reset,
     /// Answer with this raw response (status line, headers, body).
     Raw(&'static str),
+    /// Answer like `Raw`, then close the connection.
+    RawThenClose(&'static str),
 }
 
 /// A request as the upstream saw it.
@@ -96,7 +98,7 @@ fn serve(stream: TcpStream, behaviour: &Behaviour, requests: &Mutex<Vec<Seen>>) 
         requests.lock().expect("lock").push(seen.clone());
         let response = match behaviour {
             Behaviour::Reset => return,
-            Behaviour::Raw(raw) => raw.to_string(),
+            Behaviour::Raw(raw) | Behaviour::RawThenClose(raw) => raw.to_string(),
             Behaviour::Stall(wait) => {
                 std::thread::sleep(*wait);
                 echo(&seen)
@@ -104,7 +106,10 @@ fn serve(stream: TcpStream, behaviour: &Behaviour, requests: &Mutex<Vec<Seen>>) 
             Behaviour::Echo | Behaviour::EchoThenClose => echo(&seen),
         };
         if writer.write_all(response.as_bytes()).is_err()
-            || matches!(behaviour, Behaviour::EchoThenClose)
+            || matches!(
+                behaviour,
+                Behaviour::EchoThenClose | Behaviour::RawThenClose(_)
+            )
         {
             return;
         }
