@@ -133,9 +133,10 @@ impl Connection {
         head: &http::request::Parts,
         body: &[u8],
     ) -> Result<(), UpstreamError> {
-        let mut out = BytesMut::with_capacity(head_size(head) + body.len().min(COALESCE_BODY));
-        encode_head(head, &mut out);
         let coalesce = body.len() <= COALESCE_BODY;
+        let mut out =
+            BytesMut::with_capacity(head_size(head) + if coalesce { body.len() } else { 0 });
+        encode_head(head, &mut out);
         if coalesce {
             out.extend_from_slice(body);
         }
@@ -166,7 +167,9 @@ impl Connection {
 
     async fn read_head(&mut self) -> Result<http::response::Parts, UpstreamError> {
         loop {
-            if let Some(parts) = parse_head(&mut self.buf)? {
+            if !self.buf.is_empty()
+                && let Some(parts) = parse_head(&mut self.buf)?
+            {
                 return Ok(parts);
             }
             if self.read_more().await? == 0 {
