@@ -105,7 +105,9 @@ pub async fn exchange(
             framing,
             keep_alive,
         };
-        body.settle().map_err(|e| invalid(e.0))?;
+        body.framing
+            .settle(&mut body.conn.buf)
+            .map_err(|e| invalid(e.0))?;
         return Ok((parsed, body));
     }
 }
@@ -334,6 +336,41 @@ impl Framing {
     fn is_delimited(&self) -> bool {
         !matches!(self, Framing::UntilClose)
     }
+
+    fn is_done(&self) -> bool {
+        matches!(self, Framing::Done | Framing::Chunked(Chunked::Done))
+    }
+
+    /// The body bytes at the front of `buf`, taken out of it with the framing around them.
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, Invalid> {
+        let piece = match self {
+            Framing::Length(left) | Framing::Chunked(Chunked::Data(left)) if !buf.is_empty() => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                buf.split_to(n as usize).freeze()
+            }
+            Framing::UntilClose if !buf.is_empty() => buf.split().freeze(),
+            _ => return Ok(None),
+        };
+        self.settle(buf)?;
+        Ok(Some(piece))
+    }
+
+    /// Moves past the framing at the front of `buf`, so that the body is done as soon as
+    /// its last piece is taken.
+    fn settle(&mut self, buf: &mut BytesMut) -> Result<(), Invalid> {
+        match self {
+            Framing::Length(0) => *self = Framing::Done,
+            Framing::Chunked(chunked) => {
+                if *chunked == Chunked::Data(0) {
+                    *chunked = Chunked::DataEnd;
+                }
+                chunked.settle(buf)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
 }
 
 /// The `Content-Length`: every value (repeated fields, comma lists) the same decimal
@@ -459,7 +496,7 @@ pub struct Body {
 impl Body {
     /// Whether the whole body has been handed out.
     pub fn is_done(&self) -> bool {
-        self.framing == Framing::Done || self.framing == Framing::Chunked(Chunked::Done)
+        self.framing.is_done()
     }
 
     /// The next piece of the body, `None` once it is complete. After a piece, [`is_done`]
@@ -468,7 +505,7 @@ impl Body {
     /// [`is_done`]: Body::is_done
     pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         loop {
-            if let Some(piece) = self.take_buffered()? {
+            if let Some(piece) = self.framing.take(&mut self.conn.buf)? {
                 return Ok(Some(piece));
             }
             if self.is_done() {
@@ -491,38 +528,6 @@ impl Body {
     /// followed the response.
     pub fn into_reusable(self) -> Option<TcpStream> {
         (self.is_done() && self.keep_alive && self.conn.buf.is_empty()).then_some(self.conn.stream)
-    }
-
-    /// Body bytes already buffered, framing consumed around them.
-    fn take_buffered(&mut self) -> Result<Option<Bytes>, Invalid> {
-        let buf = &mut self.conn.buf;
-        let piece = match &mut self.framing {
-            Framing::Length(left) | Framing::Chunked(Chunked::Data(left)) if !buf.is_empty() => {
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                buf.split_to(n as usize).freeze()
-            }
-            Framing::UntilClose if !buf.is_empty() => buf.split().freeze(),
-            _ => return Ok(None),
-        };
-        self.settle()?;
-        Ok(Some(piece))
-    }
-
-    /// Moves past framing that is already buffered, so that [`Body::is_done`] is true as
-    /// soon as the last piece is taken.
-    fn settle(&mut self) -> Result<(), Invalid> {
-        match &mut self.framing {
-            Framing::Length(0) => self.framing = Framing::Done,
-            Framing::Chunked(chunked) => {
-                if *chunked == Chunked::Data(0) {
-                    *chunked = Chunked::DataEnd;
-                }
-                chunked.settle(&mut self.conn.buf)?;
-            }
-            _ => {}
-        }
-        Ok(())
     }
 }
 
@@ -664,35 +669,27 @@ mod tests {
         assert!(allows("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"));
     }
 
-    /// Decodes `wire` fed in pieces of `step` bytes; the body, or the first error.
-    fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, BytesMut), Invalid> {
-        let (mut chunked, mut buf, mut body) = (Chunked::default(), BytesMut::new(), Vec::new());
+    /// Decodes chunked `wire` fed in pieces of `step` bytes: the body, the bytes after it and
+    /// whether it was complete, or the first error.
+    fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, BytesMut, bool), Invalid> {
+        let mut framing = Framing::Chunked(Chunked::default());
+        let (mut buf, mut body) = (BytesMut::new(), Vec::new());
         for piece in wire.chunks(step) {
             buf.extend_from_slice(piece);
-            loop {
-                chunked.settle(&mut buf)?;
-                match &mut chunked {
-                    Chunked::Data(left) if !buf.is_empty() => {
-                        let n = (*left).min(buf.len() as u64);
-                        body.extend_from_slice(&buf.split_to(n as usize));
-                        *left -= n;
-                        if *left == 0 {
-                            chunked = Chunked::DataEnd;
-                        }
-                    }
-                    _ => break,
-                }
+            framing.settle(&mut buf)?;
+            while let Some(piece) = framing.take(&mut buf)? {
+                body.extend_from_slice(&piece);
             }
         }
-        assert_eq!(chunked, Chunked::Done, "incomplete");
-        Ok((body, buf))
+        Ok((body, buf, framing.is_done()))
     }
 
     #[test]
     fn decodes_chunked_bodies_in_any_split() {
         let wire = b"5;ext=1\r\nhello\r\n1A \r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
         for step in [1, 2, 3, 7, wire.len()] {
-            let (body, rest) = dechunk(wire, step).unwrap();
+            let (body, rest, done) = dechunk(wire, step).unwrap();
+            assert!(done, "step {step}");
             assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
             assert_eq!(&rest[..], b"NEXT", "bytes after the body stay");
         }
@@ -743,5 +740,83 @@ mod tests {
             b"POST /v2/x?q=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 2\r\nx-many: a\r\nx-many: b\r\n\r\n"
         );
         assert!(head_size(&parts) >= out.len());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// `body` chunked in pieces of `sizes` (cycled), with an extension and a trailer.
+        fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+            let mut wire = Vec::new();
+            let mut rest = body;
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at((*size).min(rest.len()));
+                wire.extend_from_slice(format!("{:X};x=1\r\n", piece.len()).as_bytes());
+                wire.extend_from_slice(piece);
+                wire.extend_from_slice(b"\r\n");
+                rest = tail;
+            }
+            wire.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+            wire
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn chunked_bodies_decode_to_what_was_sent(
+                body in vec(any::<u8>(), 0..3000),
+                sizes in vec(1usize..400, 1..8),
+                step in 1usize..200,
+            ) {
+                let mut wire = chunked(&body, &sizes);
+                wire.extend_from_slice(b"NEXT");
+                let (got, rest, done) = dechunk(&wire, step).unwrap();
+                prop_assert!(done);
+                prop_assert_eq!(got, body);
+                prop_assert_eq!(&rest[..], b"NEXT");
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_parsers(
+                bytes in vec(any::<u8>(), 0..600),
+                step in 1usize..64,
+            ) {
+                let mut buf = BytesMut::from(&bytes[..]);
+                if let Ok(Some(parts)) = parse_head(&mut buf) {
+                    let _ = Framing::of(&parts, &Method::GET);
+                    prop_assert!(buf.len() < bytes.len());
+                }
+                if let Ok((body, _, _)) = dechunk(&bytes, step) {
+                    prop_assert!(body.len() <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn mangled_responses_are_parsed_or_refused(
+                flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+                step in 1usize..64,
+            ) {
+                let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec();
+                for (at, byte) in flips {
+                    let i = at.index(raw.len());
+                    raw[i] = byte;
+                }
+                raw.truncate(cut.index(raw.len() + 1));
+                let mut buf = BytesMut::from(&raw[..]);
+                if let Ok(Some(parts)) = parse_head(&mut buf) {
+                    let _ = allows_keep_alive(&parts);
+                    if let Ok(Framing::Chunked(_)) = Framing::of(&parts, &Method::GET) {
+                        let _ = dechunk(&buf, step);
+                    }
+                }
+            }
+        }
     }
 }
