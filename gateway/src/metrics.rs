@@ -2,13 +2,13 @@
 //! `/metrics`. Every label value comes from a bounded set (route names from the config,
 //! status codes, the closed set of error codes and auth reasons): no consumer ids.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use modelgate_plugins::ratelimit::StoreStats;
 
 /// The registry every part of the gateway records into.
@@ -24,7 +24,7 @@ struct Counters<K>(RwLock<HashMap<K, Arc<AtomicU64>>>);
 
 impl<K> Default for Counters<K> {
     fn default() -> Self {
-        Counters(RwLock::new(HashMap::new()))
+        Counters(RwLock::new(HashMap::default()))
     }
 }
 
@@ -78,7 +78,7 @@ struct Histograms<K>(RwLock<HashMap<K, Arc<Histogram>>>);
 
 impl<K> Default for Histograms<K> {
     fn default() -> Self {
-        Histograms(RwLock::new(HashMap::new()))
+        Histograms(RwLock::new(HashMap::default()))
     }
 }
 

@@ -7,13 +7,14 @@
 //! Taking a connection picks the most recently used one that is still open; connections
 //! idle for longer than [`IDLE_TIMEOUT`] are closed when met and by [`UpstreamPool::sweep`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use tokio::net::TcpStream;
 
 use crate::upstream_http1::UpstreamError;
