@@ -7,10 +7,10 @@
 //!
 //! Strict by design (a gateway must never guess where a response ends): a response with
 //! both `Transfer-Encoding` and `Content-Length`, with conflicting or malformed
-//! `Content-Length` values, with a transfer coding other than a final `chunked`, with a
-//! malformed chunk, with folded header lines, or with a head over [`MAX_HEAD`] bytes or
-//! [`MAX_HEADERS`] fields is refused as invalid. Chunk extensions and trailers are read and
-//! dropped.
+//! `Content-Length` values, with a transfer coding other than a final `chunked` (or any on
+//! HTTP/1.0), with a malformed chunk, with folded header lines, with a head over
+//! [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields, or a `101` upgrade is refused as invalid.
+//! Interim 1xx responses are skipped; chunk extensions and trailers are read and dropped.
 
 use std::io;
 use std::time::Duration;
@@ -150,21 +150,13 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        match tokio::time::timeout(self.io_timeout, self.stream.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(UpstreamError::Broken(e)),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        timed(self.io_timeout, self.stream.write_all(bytes)).await
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn read_more(&mut self) -> Result<usize, UpstreamError> {
         self.buf.reserve(READ_CHUNK);
-        match tokio::time::timeout(self.io_timeout, self.stream.read_buf(&mut self.buf)).await {
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(UpstreamError::Broken(e)),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        timed(self.io_timeout, self.stream.read_buf(&mut self.buf)).await
     }
 
     async fn read_head(&mut self) -> Result<http::response::Parts, UpstreamError> {
@@ -181,6 +173,17 @@ impl Connection {
                 )));
             }
         }
+    }
+}
+
+/// `io`, given at most `limit`.
+async fn timed<T>(
+    limit: Duration,
+    io: impl Future<Output = io::Result<T>>,
+) -> Result<T, UpstreamError> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(result) => result.map_err(UpstreamError::Broken),
+        Err(_) => Err(UpstreamError::Timeout),
     }
 }
 
@@ -539,8 +542,8 @@ mod tests {
         parse_head(&mut BytesMut::from(raw))
     }
 
-    fn framing(raw: &str, method: Method) -> Result<Framing, Invalid> {
-        Framing::of(&head(raw).unwrap().unwrap(), &method)
+    fn framing(raw: &str, method: &Method) -> Result<Framing, Invalid> {
+        Framing::of(&head(raw).unwrap().unwrap(), method)
     }
 
     #[test]
@@ -596,45 +599,48 @@ mod tests {
 
     #[test]
     fn frames_bodies_by_rfc_9112() {
-        let get = || Method::GET;
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", get()),
-            Ok(Framing::Length(12))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", get()),
-            Ok(Framing::Done)
-        );
-        assert_eq!(
-            framing(
+        let (get, head) = (Method::GET, Method::HEAD);
+        let chunked = Framing::Chunked(Chunked::Size);
+        for (raw, method, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+                &get,
+                Framing::Length(12),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                &get,
+                Framing::Done,
+            ),
+            (
                 "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
-                get()
+                &get,
+                Framing::Length(7),
             ),
-            Ok(Framing::Length(7))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\n\r\n", get()),
-            Ok(Framing::UntilClose)
-        );
-        assert_eq!(
-            framing(
+            ("HTTP/1.1 200 OK\r\n\r\n", &get, Framing::UntilClose),
+            (
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
-                get()
+                &get,
+                chunked,
             ),
-            Ok(Framing::Chunked(Chunked::Size))
-        );
-        for no_body in [
+            // No body, whatever the head says.
             (
                 "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
-                get(),
+                &get,
+                Framing::Done,
             ),
             (
                 "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
-                get(),
+                &get,
+                Framing::Done,
             ),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &head,
+                Framing::Done,
+            ),
         ] {
-            assert_eq!(framing(no_body.0, no_body.1), Ok(Framing::Done));
+            assert_eq!(framing(raw, method), Ok(expected), "{raw:?}");
         }
     }
 
@@ -654,7 +660,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n",
             "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
-            assert!(framing(raw, Method::GET).is_err(), "{raw:?}");
+            assert!(framing(raw, &Method::GET).is_err(), "{raw:?}");
         }
     }
 
