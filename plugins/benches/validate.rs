@@ -52,6 +52,20 @@ fn bench_validate(c: &mut Criterion) {
         b.iter(|| validate_v2(black_box(&small), &digits, &limits).unwrap())
     });
 
+    // The same request with the integer pixels of the bundled held-out digits (what
+    // `scripts/bench-ab.sh` and `scripts/profile.sh` send).
+    let holdout: serde_json::Value =
+        serde_json::from_str(include_str!("../../models/digits_holdout.json")).unwrap();
+    let pixels = serde_json::to_string(&holdout["rows"][0]).unwrap();
+    let integers = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":{pixels}}}]}}"#
+    )
+    .into_bytes();
+    validate_v2(&integers, &digits, &limits).unwrap();
+    c.bench_function("v2_json_64_integer_features", |b| {
+        b.iter(|| validate_v2(black_box(&integers), &digits, &limits).unwrap())
+    });
+
     let batch = v2_body(64, 64);
     validate_v2(&batch, &digits, &limits).unwrap();
     let mut g = c.benchmark_group("v2_json_batch64x64");

@@ -19,10 +19,14 @@ use super::v2::TensorData;
 use crate::json_limits::check_depth;
 use crate::{Code, Denial, ErrorDetail};
 
+mod scan;
+pub(crate) use scan::Scanner;
+
 /// Longest object key echoed into a pointer or message; longer keys are cut (with `…`).
 const MAX_ECHO: usize = 128;
 
 /// Problems found so far, the hard-limit refusal (if any) and the element budget.
+#[derive(Debug)]
 pub(crate) struct Ctx<'l> {
     pub limits: &'l Limits,
     details: Vec<ErrorDetail>,
@@ -43,6 +47,34 @@ impl<'l> Ctx<'l> {
             fatal: None,
             elements: 0,
             reserve: 0,
+        }
+    }
+
+    /// Sets the reservation budget for a body of `len` bytes: every element takes at least
+    /// two bytes of JSON (`0,`).
+    pub fn budget(&mut self, len: usize) {
+        self.reserve = len / 2 + 1;
+    }
+
+    /// The state to return to should a fast path give up.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            details: self.details.len(),
+            problems: self.problems,
+            elements: self.elements,
+            reserve: self.reserve,
+            fatal: self.fatal.is_some(),
+        }
+    }
+
+    /// Forgets everything recorded since `to` was taken.
+    pub fn rollback(&mut self, to: Checkpoint) {
+        self.details.truncate(to.details);
+        self.problems = to.problems;
+        self.elements = to.elements;
+        self.reserve = to.reserve;
+        if !to.fatal {
+            self.fatal = None;
         }
     }
 
@@ -176,6 +208,15 @@ impl<'l> Ctx<'l> {
     }
 }
 
+/// What [`Ctx::rollback`] restores.
+pub(crate) struct Checkpoint {
+    details: usize,
+    problems: usize,
+    elements: usize,
+    reserve: usize,
+    fatal: bool,
+}
+
 /// One `ErrorDetail`.
 pub(crate) fn detail(path: String, message: impl Into<String>) -> ErrorDetail {
     ErrorDetail {
@@ -195,8 +236,7 @@ pub(crate) fn run<'de, T>(
     ) -> Result<T, serde_json::Error>,
 ) -> Result<T, Denial> {
     check_depth(body, ctx.limits.max_depth)?;
-    // Every element takes at least two bytes of JSON (`0,`).
-    ctx.reserve = body.len() / 2 + 1;
+    ctx.budget(body.len());
     let mut de = serde_json::Deserializer::from_slice(body);
     let out = parse(&mut de, ctx).and_then(|v| de.end().map(|()| v));
     out.map_err(|e| ctx.fatal.take().unwrap_or_else(|| invalid_json(&e)))
@@ -644,7 +684,7 @@ fn int(v: Scalar<'_>, dt: Datatype) -> Result<i128, ValueError> {
 pub(crate) const FP16_MAX: f64 = 65504.0;
 
 /// Appends `v` to `data` (whose variant matches `dt`) if it is a value of `dt`.
-#[inline]
+#[inline(always)]
 pub(crate) fn push(data: &mut TensorData, dt: Datatype, v: Scalar<'_>) -> Result<(), ValueError> {
     match data {
         TensorData::F32(out) => {
@@ -682,6 +722,7 @@ pub(crate) fn push(data: &mut TensorData, dt: Datatype, v: Scalar<'_>) -> Result
 }
 
 /// Where streamed values go.
+#[derive(Debug)]
 pub(crate) enum Sink {
     /// Converted and checked as they arrive.
     Typed(Datatype, TensorData),
@@ -695,6 +736,7 @@ pub(crate) enum Sink {
 const UNSET: usize = usize::MAX;
 
 /// A tensor's data as streamed: values, count and the nesting seen.
+#[derive(Debug)]
 pub(crate) struct Collected {
     pub sink: Sink,
     pub len: usize,

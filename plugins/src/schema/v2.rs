@@ -13,6 +13,8 @@ use super::parse::{
 };
 use crate::Denial;
 
+mod fast;
+
 /// A tensor's values, typed by datatype family: `F32` holds FP32 and FP16, `I64` the signed
 /// integers, `U64` the unsigned ones, `Bytes` the BYTES elements.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +148,7 @@ const TENSOR_FIELDS: [&str; 5] = ["name", "shape", "datatype", "parameters", "da
 const OUTPUT_FIELDS: [&str; 2] = ["name", "parameters"];
 
 /// A request as parsed, before the contract checks.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct RawRequest {
     pub id: Option<String>,
     /// `None`: missing (`given` false) or not an array (problem recorded).
@@ -158,6 +160,7 @@ pub(crate) struct RawRequest {
 }
 
 /// One input tensor as parsed.
+#[derive(Debug)]
 pub(crate) struct RawTensor {
     pub index: usize,
     pub name: Option<String>,
@@ -205,6 +208,18 @@ fn product(shape: &[usize]) -> Option<usize> {
 /// Parses the request object (also the JSON header of a binary-extension request, whose
 /// inputs may carry `parameters.binary_data_size` instead of `data`).
 pub(crate) fn parse_request(
+    body: &[u8],
+    contract: &ModelContract,
+    ctx: &mut Ctx<'_>,
+) -> Result<RawRequest, Denial> {
+    match fast::parse_request(body, contract, ctx) {
+        Some(raw) => Ok(raw),
+        None => parse_request_serde(body, contract, ctx),
+    }
+}
+
+/// [`parse_request`] through serde: every request, every problem reported.
+fn parse_request_serde(
     body: &[u8],
     contract: &ModelContract,
     ctx: &mut Ctx<'_>,

@@ -1,0 +1,428 @@
+//! A strict single-pass reader over JSON bytes, for fast paths that handle the common shape
+//! of a document and hand everything else to the serde path: each method returns `None` for
+//! input it does not take (anything malformed included), and the caller then starts over
+//! with serde_json, which reports the problem. Numbers come out as the [`Scalar`]s
+//! serde_json would produce: `u64`/`i64` integers, otherwise the correctly rounded `f64`
+//! (serde_json is built with `float_roundtrip`).
+
+use serde::de::value::Error as NoError;
+
+use super::{Ctx, Scalar, Walker, data_pointer};
+
+/// Reading position in a JSON document.
+pub(crate) struct Scanner<'r> {
+    raw: &'r [u8],
+    at: usize,
+}
+
+impl<'r> Scanner<'r> {
+    pub fn new(raw: &'r [u8]) -> Self {
+        Scanner { raw, at: 0 }
+    }
+
+    /// The next byte that is not JSON whitespace, not consumed.
+    #[inline]
+    pub fn peek(&mut self) -> Option<u8> {
+        while let Some(&b) = self.raw.get(self.at) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    /// Consumes `b`, the next byte that is not whitespace.
+    pub fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.at += 1)
+    }
+
+    /// After a member or element: `true` past a comma, `false` past `close`.
+    #[inline]
+    pub fn more(&mut self, close: u8) -> Option<bool> {
+        let more = match self.peek()? {
+            b',' => true,
+            b if b == close => false,
+            _ => return None,
+        };
+        self.at += 1;
+        Some(more)
+    }
+
+    /// Whether only whitespace is left.
+    pub fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    /// A string without escapes or control characters, in valid UTF-8.
+    pub fn string(&mut self) -> Option<&'r str> {
+        self.eat(b'"')?;
+        let rest = &self.raw[self.at..];
+        let len = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        self.at += len + 1;
+        std::str::from_utf8(&rest[..len]).ok()
+    }
+
+    /// A JSON number, as serde_json would hand it over; `None` if malformed or beyond the
+    /// `f64` range (serde_json refuses those too).
+    #[inline]
+    pub fn number(&mut self) -> Option<Scalar<'static>> {
+        self.peek()?;
+        let raw = self.raw;
+        let start = self.at;
+        let negative = raw[start] == b'-';
+        let int_start = start + usize::from(negative);
+        let (mut i, mut significand) = digits(raw, int_start, 0);
+        let mut count = i - int_start;
+        if count == 0 || (raw[int_start] == b'0' && count > 1) {
+            return None;
+        }
+        let (mut exp10, mut integral, mut plain) = (0i64, true, true);
+        if raw.get(i) == Some(&b'.') {
+            let (end, s) = digits(raw, i + 1, significand);
+            let n = end - (i + 1);
+            if n == 0 {
+                return None;
+            }
+            (i, significand, exp10, integral) = (end, s, -(n as i64), false);
+            count += n;
+        }
+        if let Some(b'e' | b'E') = raw.get(i) {
+            i += 1;
+            let minus = raw.get(i) == Some(&b'-');
+            i += usize::from(matches!(raw.get(i), Some(b'+' | b'-')));
+            let (end, e) = digits(raw, i, 0);
+            let n = end - i;
+            if n == 0 {
+                return None;
+            }
+            i = end;
+            // Up to 18 digits `e` is exact; longer exponents go to the general parse.
+            plain &= n <= 18;
+            let e = e as i64;
+            exp10 = exp10.wrapping_add(if minus { e.wrapping_neg() } else { e });
+            integral = false;
+        }
+        self.at = i;
+        // Up to 19 digits the significand is exact in a `u64`.
+        if plain && count <= 19 {
+            if integral {
+                return Some(integer(significand, negative));
+            }
+            // Clinger's fast path: an exact significand times or over an exact power of
+            // ten is one correctly rounded operation.
+            if significand <= 1 << 53
+                && let Some(&p) = POW10.get(exp10.unsigned_abs() as usize)
+            {
+                let m = significand as f64;
+                let f = if exp10 < 0 { m / p } else { m * p };
+                return Some(Scalar::F(if negative { -f } else { f }));
+            }
+        }
+        let text = std::str::from_utf8(&raw[start..i]).ok()?;
+        if integral && let Ok(s) = text[usize::from(negative)..].parse::<u64>() {
+            return Some(integer(s, negative));
+        }
+        // Longer significands, exponents out of the exact range, integers past `u64`: the
+        // standard library's correctly rounded parse.
+        let f = text.parse::<f64>().ok()?;
+        f.is_finite().then_some(Scalar::F(f))
+    }
+}
+
+/// Consumes decimal digits from `raw[i..]` onto `acc` (wrapping past `u64`; callers count
+/// the digits); returns where they end and the value.
+#[inline]
+fn digits(raw: &[u8], mut i: usize, mut acc: u64) -> (usize, u64) {
+    while let Some(d) = raw.get(i).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    (i, acc)
+}
+
+/// An integer as serde_json hands it over: `u64`, `i64` when negative, and a float for
+/// `-0` and below `i64::MIN`.
+fn integer(magnitude: u64, negative: bool) -> Scalar<'static> {
+    if !negative {
+        return Scalar::U(magnitude);
+    }
+    let n = (magnitude as i64).wrapping_neg();
+    if n >= 0 {
+        Scalar::F(-(magnitude as f64))
+    } else {
+        Scalar::I(n)
+    }
+}
+
+/// The powers of ten an `f64` holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+impl Walker<'_> {
+    /// Streams one value made of arrays and numbers from `s` into the walker, under the
+    /// same rules as the serde path; `depth` is the nesting already open around it.
+    /// `None` for anything else, nesting deeper than `max_depth` or a limit reached (the
+    /// refusal is left in `ctx` for the caller to roll back).
+    pub(crate) fn scan(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        s: &mut Scanner<'_>,
+        depth: usize,
+    ) -> Option<()> {
+        let (base, path) = (self.base, &self.path);
+        ctx.element::<NoError>(|| data_pointer(base, path)).ok()?;
+        if s.peek()? != b'[' {
+            let v = s.number()?;
+            return self.leaf::<NoError>(ctx, v).ok();
+        }
+        if depth >= ctx.limits.max_depth {
+            return None;
+        }
+        s.at += 1;
+        let level = self.path.len();
+        self.path.push(0);
+        let mut n = 0;
+        if s.peek()? == b']' {
+            s.at += 1;
+        } else {
+            loop {
+                self.scan(ctx, s, depth + 1)?;
+                n += 1;
+                if let Some(last) = self.path.last_mut() {
+                    *last = n;
+                }
+                if !s.more(b']')? {
+                    break;
+                }
+            }
+        }
+        self.path.pop();
+        self.col.record_level(level, n);
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use proptest::prelude::*;
+    use serde::de::{DeserializeSeed, Deserializer, Visitor};
+
+    use super::super::{Base, Sink};
+    use super::*;
+    use crate::schema::ValidationLimits;
+    use crate::schema::contract::Datatype;
+    use crate::schema::v2::TensorData;
+
+    /// serde_json's reading of one number, as the [`Scalar`] it would hand over.
+    struct Serde;
+
+    impl<'de> Visitor<'de> for Serde {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<String, E> {
+            Ok(format!("{:?}", Scalar::U(v)))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<String, E> {
+            Ok(format!("{:?}", Scalar::I(v)))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<String, E> {
+            Ok(format!("{:?}", Scalar::F(v)))
+        }
+    }
+
+    fn serde_number(text: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let v = (&mut de).deserialize_any(Serde).ok()?;
+        de.end().ok().map(|()| v)
+    }
+
+    fn scanned_number(text: &str) -> Option<String> {
+        let mut s = Scanner::new(text.as_bytes());
+        let v = s.number()?;
+        s.at_end().then(|| format!("{v:?}"))
+    }
+
+    /// Everything one walk leaves behind, printed (`Debug` keeps `-0.0` apart from `0.0`).
+    fn walk(text: &str, sink: Option<Datatype>, max_elements: usize, fast: bool) -> String {
+        let limits = ValidationLimits {
+            max_elements,
+            ..ValidationLimits::default()
+        };
+        let mut ctx = Ctx::new(&limits);
+        let sink = match sink {
+            Some(dt) => Sink::Typed(dt, TensorData::with_capacity(dt, 0)),
+            None => Sink::Untyped(Vec::new()),
+        };
+        let mut w = Walker::new(Base::V2 { input: 3 }, sink, false);
+        let ok = if fast {
+            let mut s = Scanner::new(text.as_bytes());
+            w.scan(&mut ctx, &mut s, 0).is_some() && s.at_end()
+        } else {
+            let mut de = serde_json::Deserializer::from_str(text);
+            w.node(&mut ctx)
+                .deserialize(&mut de)
+                .and_then(|()| de.end())
+                .is_ok()
+        };
+        let values = match &w.col.sink {
+            Sink::Typed(dt, data) => format!("{dt} {data:?}"),
+            Sink::Untyped(vals) => format!("{vals:?}"),
+            Sink::Discard => "discarded".into(),
+        };
+        format!(
+            "ok={ok} values={values} len={} bad={} nesting={:?} fatal={:?} problems={} {:?}",
+            w.col.len,
+            w.col.bad,
+            w.col.nesting(),
+            ctx.fatal,
+            ctx.problems,
+            ctx.details
+        )
+    }
+
+    /// Number spellings, ordinary and edge: integer and float limits, `-0`, exponents,
+    /// values beyond `f64` and below its precision, and malformed ones.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..300).prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f32>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:?}")),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| format!("{f:e}")),
+            // Around the exact fast path's edges: 2^53 and 10^22.
+            ((0u64..1 << 54), -25i32..25).prop_map(|(m, e)| format!("{m}e{e}")),
+            ((0u64..100_000), (0u32..10_000_000), 0usize..8)
+                .prop_map(|(i, f, z)| format!("-{i}.{}{f}", "0".repeat(z))),
+            proptest::sample::select(vec![
+                "-0",
+                "0",
+                "-0.0",
+                "0.1",
+                "1.5E+3",
+                "2e-3",
+                "1e400",
+                "-1e400",
+                "1e-400",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "18446744073709551615",
+                "18446744073709551616",
+                "123456789012345678901234567890",
+                "65504",
+                "65505",
+                "3.5e38",
+                "1.55e-9223372036854775807",
+                "1.5e9223372036854775808",
+                "9007199254740993.0",
+                // Malformed: both readers refuse these.
+                "01",
+                "-01",
+                "1.",
+                ".5",
+                "+1",
+                "-",
+                "1e",
+                "1e+",
+                "--1",
+                "1.5.2",
+                "0x10",
+                "1_000",
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// JSON-ish arrays of numbers, nested up to three levels, with whitespace; sometimes
+    /// malformed (a stray comma, a missing bracket) or holding a non-number.
+    fn document() -> impl Strategy<Value = String> {
+        let ws = || proptest::sample::select(vec!["", " ", "\n", "\t ", "\r\n"]);
+        let leaf = prop_oneof![
+            20 => number(),
+            1 => proptest::sample::select(vec!["null", "true", "\"1\"", "{}"]).prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(3, 40, 6, move |inner| {
+            (
+                proptest::collection::vec((inner, ws(), ws()), 0..6),
+                ws(),
+                proptest::sample::select(vec!["]", "]", "]", "]", ",]", ""]),
+            )
+                .prop_map(|(items, tail, close)| {
+                    let items: Vec<String> = items
+                        .into_iter()
+                        .map(|(v, a, b)| format!("{a}{v}{b}"))
+                        .collect();
+                    format!("[{}{tail}{close}", items.join(","))
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A number is read exactly as serde_json reads it, and refused where it refuses it.
+        #[test]
+        fn numbers_read_as_serde_json_reads_them(text in number()) {
+            prop_assert_eq!(scanned_number(&text), serde_number(&text), "{}", text);
+        }
+
+        /// Where the scan takes a value, the walk leaves exactly what the serde path leaves:
+        /// values, counts, nesting, problems and refusals, for every datatype and with tight
+        /// element limits. Where it does not, serde_json refuses the document or meets a
+        /// value that is not a number.
+        #[test]
+        fn scan_agrees_with_the_serde_path(
+            text in document(),
+            sink in proptest::option::of(proptest::sample::select(Datatype::ALL.to_vec())),
+            max_elements in prop_oneof![1usize..40, Just(usize::MAX)],
+        ) {
+            let fast = walk(&text, sink, max_elements, true);
+            let slow = walk(&text, sink, max_elements, false);
+            if fast.starts_with("ok=true") {
+                prop_assert_eq!(fast, slow);
+            } else {
+                let plain = !text.contains(['"', 'n', 't', '{']);
+                let refused = slow.starts_with("ok=false") || slow.contains("cannot be a tensor element");
+                prop_assert!(refused || !plain, "scan refused what serde takes: {}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn reads_numbers_as_serde_json_does() {
+        let fp64 = Some(Datatype::Fp64);
+        let out = walk(
+            "[1, -0, 2.5e-1, 18446744073709551616]",
+            fp64,
+            usize::MAX,
+            true,
+        );
+        assert!(
+            out.contains("values=FP64 F64([1.0, -0.0, 0.25, 1.8446744073709552e19])"),
+            "{out}"
+        );
+        let out = walk("[[1,2],[3]]", Some(Datatype::Int8), usize::MAX, true);
+        assert!(out.contains("nesting=None"), "{out}");
+        assert!(walk("[0, 1e400]", fp64, usize::MAX, true).starts_with("ok=false"));
+        let out = walk("[1, 2, 3]", fp64, 2, true);
+        assert!(
+            out.starts_with("ok=false") && out.contains("/inputs/3/data/1"),
+            "{out}"
+        );
+    }
+}
