@@ -133,14 +133,15 @@ fn check_path(path: &str) -> Result<(), Denial> {
     if !path.starts_with('/') || path.contains('\\') {
         return Err(bad());
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|enc| lower.contains(enc))
-    {
+    let encoded = |code: &[u8]| {
+        path.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1..].eq_ignore_ascii_case(code))
+    };
+    if path.contains('%') && [b"2e", b"2f", b"5c", b"00"].iter().any(|c| encoded(*c)) {
         return Err(bad());
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
+    if path.contains("/.") && path.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(bad());
     }
     Ok(())
@@ -271,11 +272,17 @@ mod tests {
             "/echo/../admin",
             "/echo/./x",
             "/echo/%2e%2e/x",
+            "/echo/%2E./x",
             "/echo%2Fx",
+            "/echo%5cx",
+            "/echo/%00",
             "/echo\\x",
             "/echo/..",
         ] {
             assert_eq!(i.resolve(p).unwrap_err().code, Code::BadRequest, "{p}");
+        }
+        for p in ["/echo/.well-known", "/echo/a%20b", "/echo/x..y", "/echo/%2"] {
+            assert!(i.resolve(p).is_ok(), "{p}");
         }
     }
 }
