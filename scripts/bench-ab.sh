@@ -11,6 +11,9 @@
 #   jwt      modelgate, JWT route (/jwt, HS256, from the verified-token cache after the first)
 #   full     modelgate, the full pipeline: API key + rate limit + v2 validation (model `full`;
 #            POST=1 only)
+#   guarded  the full pipeline plus extraction detection (model `guarded`; POST=1 only): the
+#            upstream then answers every path with a v2 infer answer (V2_ANSWER in
+#            bench-lib.sh), which the gateway's guard reads and hardens
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
 #            release binary), same config, /open
@@ -44,8 +47,8 @@ RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|keyed|jwt|full|steal|other|nginx)$ ]] ||
-        die "A and B must be routing, auth, keyed, jwt, full, steal, other or nginx (got '$path')"
+    [[ $path =~ ^(routing|auth|keyed|jwt|full|guarded|steal|other|nginx)$ ]] ||
+        die "A and B must be routing, auth, keyed, jwt, full, guarded, steal, other or nginx (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
@@ -63,8 +66,8 @@ uses() { [[ $A == "$1" || $B == "$1" ]]; }
 UPSTREAM_PORT=$((BASE_PORT + 1)) GATEWAY_PORT=$((BASE_PORT + 80)) ADMIN_PORT=$((BASE_PORT + 90))
 STEAL_PORT=$((BASE_PORT + 81)) STEAL_ADMIN_PORT=$((BASE_PORT + 91)) NGINX_PORT=$((BASE_PORT + 82))
 OTHER_PORT=$((BASE_PORT + 83)) OTHER_ADMIN_PORT=$((BASE_PORT + 93))
-if uses full && ((!POST)); then
-    die "the full path validates v2 bodies: it needs POST=1"
+if { uses full || uses guarded; } && ((!POST)); then
+    die "the full and guarded paths validate v2 bodies: they need POST=1"
 fi
 if uses other; then
     [[ -x ${OTHER_BIN:-} ]] || die "the other path needs OTHER_BIN, an executable modelgate"
@@ -73,11 +76,11 @@ build_release
 bench_start
 check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT" "$STEAL_PORT" "$STEAL_ADMIN_PORT" "$NGINX_PORT" \
     "$OTHER_PORT" "$OTHER_ADMIN_PORT"
-start_upstream "$LOAD_CPU" "$UPSTREAM_PORT"
+start_upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$(uses guarded && echo "$V2_ANSWER")"
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
-FULL_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
+FULL_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded 2>/dev/null) ||
     die "cannot issue the API key"
 
 declare -A PID URL HEADER
@@ -88,6 +91,7 @@ PID[auth]=$GATEWAY_PID URL[auth]=http://$HOST:$GATEWAY_PORT/auth$TAIL HEADER[aut
 PID[keyed]=$GATEWAY_PID URL[keyed]=${URL[routing]} HEADER[keyed]=${HEADER[auth]}
 PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
 PID[full]=$GATEWAY_PID URL[full]=http://$HOST:$GATEWAY_PORT/v2/models/full/infer HEADER[full]="x-api-key: $FULL_KEY"
+PID[guarded]=$GATEWAY_PID URL[guarded]=http://$HOST:$GATEWAY_PORT/v2/models/guarded/infer HEADER[guarded]=${HEADER[full]}
 second_gateway() { # name port admin-port [sed-expression]: the gateway's config on other ports
     sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$2\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$3\"|" \
         -e "s|modelgate\.pid|$1.pid|; s|modelgate_upgrade\.sock|$1_upgrade.sock|" \

@@ -107,10 +107,16 @@ build_release() {
     [[ -x $LOADTEST ]] || die "not found after build: $LOADTEST"
 }
 
-# Starts `modelgate-loadtest upstream` (a fast fixed 200) pinned to a CPU.
-start_upstream() { # cpu port
-    local i
-    taskset -c "$1" "$LOADTEST" upstream --listen "$HOST:$2" >"$WORK/upstream.log" 2>&1 &
+# A KServe v2 answer of the bundled digits model to one row (what the `guarded` route's
+# extraction guard reads and hardens).
+V2_ANSWER='{"model_name":"digits","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,10],"data":[0.0012,0.0003,0.9871,0.0021,0.0005,0.0011,0.0009,0.0034,0.0026,0.0008]},{"name":"label","datatype":"INT64","shape":[1],"data":[2]}]}'
+
+# Starts `modelgate-loadtest upstream` (a fast fixed 200) pinned to a CPU; its body is
+# `{"ok":true}` unless a third argument gives another.
+start_upstream() { # cpu port [body]
+    local i args=()
+    [[ -n ${3:-} ]] && args+=(--body "$3")
+    taskset -c "$1" "$LOADTEST" upstream --listen "$HOST:$2" "${args[@]}" >"$WORK/upstream.log" 2>&1 &
     PIDS+=($!) SIGS+=(TERM) NAMES+=(upstream)
     for ((i = 0; i < 150; i++)); do
         grep -q '^listening on ' "$WORK/upstream.log" 2>/dev/null && return 0
@@ -127,7 +133,9 @@ start_upstream() { # cpu port
 # public, /auth an API key (the `internal` plan is unlimited: no limiter), /jwt a JWT from
 # issuer `bench` (HS256; verified once, then from the verified-token cache), /authlim an
 # API key + rate limit (the `bench` plan, never reached), model `valid` v2 validation only,
-# model `full` API key + rate limit + validation; and the embedded `digits` model, public.
+# model `full` API key + rate limit + validation, model `guarded` the same plus extraction
+# detection (the shipped digits profile; the upstream must answer v2, see V2_ANSWER); and
+# the embedded `digits` model, public.
 write_bench_config() { # listen-port admin-port upstream-port
     local up="http://$HOST:$3" route
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/jwt.secret"
@@ -177,11 +185,14 @@ EOF
             [[ $route == *:public ]] && printf 'public = true\n'
             printf '[routes.http]\nupstreams = ["%s"]\n' "$up"
         done
-        for route in valid:public full; do
+        for route in valid:public full guarded; do
             printf '\n[[routes]]\nname = "%s"\nmodel = "%s"\n' "${route%%:*}" "${route%%:*}"
             [[ $route == *:public ]] && printf 'public = true\n'
             printf '[routes.validate]\nmetadata = "%s"\n[routes.http]\nupstreams = ["%s"]\n' \
                 "$ROOT/models/digits.json" "$up"
+            if [[ $route == guarded ]]; then
+                printf '[routes.extraction]\nprofile = "%s"\n' "$ROOT/models/digits.profile.json"
+            fi
         done
     } >"$WORK/modelgate.toml"
 }

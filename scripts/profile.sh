@@ -5,6 +5,7 @@
 # REQUESTS requests of the chosen path are sent and the counters dumped.
 #
 #   PATH_KIND=full     API key + rate limit + v2 validation (64 features) -> fast upstream
+#   PATH_KIND=guarded  the same plus extraction detection; the upstream answers v2 (V2_ANSWER)
 #   PATH_KIND=routing  public path-prefix route, no checks -> fast upstream
 #   PATH_KIND=auth     path-prefix route with API key auth only (an unlimited plan)
 #   PATH_KIND=nginx    nginx (bench/nginx.conf.template, master_process off) proxy_pass
@@ -48,7 +49,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
-[[ $PATH_KIND =~ ^(full|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, routing, auth or nginx"
+[[ $PATH_KIND =~ ^(full|guarded|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, guarded, routing, auth or nginx"
 for knob in REQUESTS WARMUP DURATION BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
@@ -63,10 +64,10 @@ ADMIN_PORT=$((BASE_PORT + 1090))
 build_release
 bench_start
 check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT"
-start_upstream 1 "$UPSTREAM_PORT"
+start_upstream 1 "$UPSTREAM_PORT" "$([[ $PATH_KIND == guarded ]] && echo "$V2_ANSWER")"
 
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT" # bench-lib.sh
-KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full 2>/dev/null) ||
+KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded 2>/dev/null) ||
     die "cannot issue the API key"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
@@ -94,7 +95,7 @@ for ((i = 0; i < 600; i++)); do # valgrind starts slowly
 done
 
 case $PATH_KIND in
-    full) url=http://$HOST:$GATEWAY_PORT/v2/models/full/infer args=(--header "x-api-key: $KEY") ;;
+    full | guarded) url=http://$HOST:$GATEWAY_PORT/v2/models/$PATH_KIND/infer args=(--header "x-api-key: $KEY") ;;
     auth) url=http://$HOST:$GATEWAY_PORT/auth/v2/models/full/infer args=(--header "x-api-key: $AUTH_KEY") ;;
     routing | nginx) url=http://$HOST:$GATEWAY_PORT/open/v2/models/full/infer args=() ;;
 esac

@@ -128,6 +128,10 @@ impl Query {
         // Coverage cell: sign pattern of random projections of the fingerprint-quantised row
         // (bin centres), so small noise rarely moves a row to another cell.
         let step = q.fingerprint_step;
+        let mut centres = [0f32; 1024];
+        for (c, b) in centres.iter_mut().zip(&bins[..m.d.min(bins.len())]) {
+            *c = m.min + (f32::from(*b) + 0.5) * step;
+        }
         let mut cell = 0u32;
         for (j, (proj, off)) in m
             .projection
@@ -135,11 +139,7 @@ impl Query {
             .zip(&m.projection_offset)
             .enumerate()
         {
-            let s: f32 = proj
-                .iter()
-                .zip(&bins)
-                .map(|(a, b)| a * (m.min + (f32::from(*b) + 0.5) * step))
-                .sum();
+            let s: f32 = proj.iter().zip(&centres).map(|(a, c)| a * c).sum();
             if s > *off {
                 cell |= 1 << j;
             }
