@@ -16,7 +16,7 @@
 #            bench-lib.sh), which the gateway's guard reads and hardens
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
-#            release binary), same config, /open
+#            release binary), same config, /open (OTHER_ROUTE=full: the full path instead)
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
 #
 #   A=routing B=auth ROUNDS=14 DURATION=10 scripts/bench-ab.sh
@@ -103,7 +103,13 @@ if uses steal; then
     second_gateway steal "$STEAL_PORT" "$STEAL_ADMIN_PORT" "0,/^threads = 1$/s//threads = 1\nwork_stealing = true/"
     grep -q '^work_stealing = true$' "$WORK/steal.toml" || die "cannot write the work-stealing config"
 fi
-uses other && GATEWAY_BIN=$OTHER_BIN second_gateway other "$OTHER_PORT" "$OTHER_ADMIN_PORT"
+if uses other; then
+    GATEWAY_BIN=$OTHER_BIN second_gateway other "$OTHER_PORT" "$OTHER_ADMIN_PORT"
+    if [[ ${OTHER_ROUTE:-routing} == full ]]; then
+        ((POST)) || die "OTHER_ROUTE=full needs POST=1"
+        URL[other]=http://$HOST:$OTHER_PORT/v2/models/full/infer HEADER[other]=${HEADER[full]}
+    fi
+fi
 if uses nginx; then
     command -v nginx >/dev/null 2>&1 || die "missing: nginx (scripts/install-deps.sh --bench)"
     write_nginx_config "$NGINX_PORT" "$UPSTREAM_PORT"
@@ -112,7 +118,7 @@ if uses nginx; then
     PIDS+=("${PID[nginx]}") SIGS+=(TERM) NAMES+=(nginx)
 fi
 for path in routing steal other nginx; do # (auth, jwt, full: the routing gateway, behind credentials)
-    [[ -n ${URL[$path]:-} ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
+    [[ -n ${URL[$path]:-} && ${URL[$path]} == */open* ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
 done
 
 measure() { # path seconds -> "req/s cpu-µs-per-request", or with RATE "p50-µs p99-µs"
