@@ -200,7 +200,10 @@ impl HttpUpstreams {
             connect_timeout: self.connect_timeout,
             io_timeout: self.io_timeout,
         };
-        match tokio::time::timeout(
+        // Pingora's timer (10 ms resolution, its own clock thread) rather than tokio's:
+        // a tokio timer started on the request path wakes the runtime's driver through its
+        // eventfd, one `write` system call per timer and request.
+        match pingora::time::timeout(
             self.total_timeout,
             exchange(&link, session, &head, call, in_flight),
         )

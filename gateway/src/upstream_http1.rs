@@ -176,12 +176,13 @@ impl Connection {
     }
 }
 
-/// `io`, given at most `limit`.
+/// `io`, given at most `limit` (Pingora's coarse timer, see [`crate::forward`]'s total
+/// timeout).
 async fn timed<T>(
     limit: Duration,
     io: impl Future<Output = io::Result<T>>,
 ) -> Result<T, UpstreamError> {
-    match tokio::time::timeout(limit, io).await {
+    match pingora::time::timeout(limit, io).await {
         Ok(result) => result.map_err(UpstreamError::Broken),
         Err(_) => Err(UpstreamError::Timeout),
     }
