@@ -1,11 +1,10 @@
 //! The body stage: read the whole request body, capped and under a deadline, before any
 //! upstream is chosen — so a refused request sends no byte upstream.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use tokio::time::Instant;
 
 use modelgate_plugins::body::{Framing, check_framing, check_running_total};
 use modelgate_plugins::{Code, Denial};
@@ -51,7 +50,9 @@ pub async fn read_body(
     }
     let deadline = Instant::now() + timeout;
     loop {
-        let chunk = tokio::time::timeout_at(deadline, session.read_request_body())
+        // Pingora's timer, as for upstream I/O (see `forward`): no eventfd write per request.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = pingora::time::timeout(left, session.read_request_body())
             .await
             .map_err(|_| {
                 fail(
