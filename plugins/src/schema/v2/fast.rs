@@ -144,7 +144,7 @@ impl<'r> Reader<'r, '_, '_, '_> {
 
     fn tensor(&mut self, index: usize) -> Option<RawTensor> {
         let mut t = RawTensor::new(index);
-        let seen = self.fields(3, &TENSOR_FIELDS, |r, f| {
+        self.fields(3, &TENSOR_FIELDS, |r, f| {
             match f {
                 0 => t.name = Some(r.string()?.to_owned()),
                 1 => {
@@ -162,11 +162,10 @@ impl<'r> Reader<'r, '_, '_, '_> {
                     t.data = Some(w.col);
                 }
             }
-            // `data_sink` reads what came before `data` from here.
+            // The fields seen so far (`data_sink` reads those before `data`).
             t.seen |= 1 << f;
             Some(())
         })?;
-        t.seen |= seen;
         Some(t)
     }
 
