@@ -508,17 +508,21 @@ impl Detector {
             .collect();
 
         // The consumer's own stream.
-        if !self.consumers.contains_key(who.consumer) {
-            self.make_room(true, now);
-        }
-        let mut entry = self
-            .consumers
-            .entry(who.consumer.to_string())
-            .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Consumer), now));
+        let mut entry = match self.consumers.get_mut(who.consumer) {
+            Some(entry) => entry,
+            None => {
+                self.make_room(true, now);
+                self.consumers
+                    .entry(who.consumer.to_string())
+                    .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Consumer), now))
+            }
+        };
         let e = entry.value_mut();
         e.lapse_block(&self.model, Scope::Consumer, now);
         e.last_seen = now;
-        e.group = who.group.map(str::to_string);
+        if e.group.as_deref() != who.group {
+            e.group = who.group.map(str::to_string);
+        }
         e.tracker
             .add_volume(n, now, self.options.volume_half_life_secs);
         let suspicious: Vec<bool> = queries
@@ -573,13 +577,15 @@ impl Detector {
 
         // The group's merged stream.
         if let Some(group) = who.group {
-            if !self.groups.contains_key(group) {
-                self.make_room(false, now);
-            }
-            let mut entry = self
-                .groups
-                .entry(group.to_string())
-                .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Group), now));
+            let mut entry = match self.groups.get_mut(group) {
+                Some(entry) => entry,
+                None => {
+                    self.make_room(false, now);
+                    self.groups
+                        .entry(group.to_string())
+                        .or_insert_with(|| Entry::new(Tracker::new(&self.model, Scope::Group), now))
+                }
+            };
             let g = entry.value_mut();
             g.lapse_block(&self.model, Scope::Group, now);
             g.last_seen = now;

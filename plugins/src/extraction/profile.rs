@@ -224,6 +224,45 @@ impl Profile {
     }
 }
 
+/// Sums a query needs against each of a few d-vectors (centroids, projections) at once.
+pub(crate) const LANES: usize = 8;
+
+/// Rows of d values (row-major in [`ByFeature::new`]) stored feature-major in blocks of
+/// [`LANES`] rows: one pass over a query's features updates `LANES` sums side by side, which
+/// the compiler vectorises. Each sum still adds its terms in feature order, so results equal
+/// a row-by-row loop bit for bit.
+#[derive(Debug)]
+pub(crate) struct ByFeature {
+    rows: usize,
+    /// blocks × d × LANES; rows past `rows` in the last block are zero.
+    data: Vec<f32>,
+    d: usize,
+}
+
+impl ByFeature {
+    fn new(row_major: &[f32], d: usize) -> Self {
+        let rows = row_major.len() / d;
+        let blocks = rows.div_ceil(LANES);
+        let mut data = vec![0.0; blocks * d * LANES];
+        for (r, row) in row_major.chunks_exact(d).enumerate() {
+            let (block, lane) = (r / LANES, r % LANES);
+            for (i, v) in row.iter().enumerate() {
+                data[(block * d + i) * LANES + lane] = *v;
+            }
+        }
+        ByFeature { rows, data, d }
+    }
+
+    /// Each block: `d` groups of `LANES` values (feature i of each row), and how many of its
+    /// lanes are rows.
+    pub fn blocks(&self) -> impl Iterator<Item = (&[[f32; LANES]], usize)> {
+        self.data
+            .chunks_exact(self.d * LANES)
+            .enumerate()
+            .map(|(b, block)| (block.as_chunks().0, (self.rows - b * LANES).min(LANES)))
+    }
+}
+
 /// Runtime tables derived once from a [`Profile`].
 #[derive(Debug)]
 pub(crate) struct Model {
@@ -234,15 +273,17 @@ pub(crate) struct Model {
     pub u8_unit: f32,
     pub u16_unit: f32,
     pub inv_scale: Vec<f32>,
-    /// k × d, row-major.
-    pub centroids: Vec<f32>,
-    /// projections × d, row-major, already divided by `feature_scale`.
-    pub projection: Vec<f32>,
+    /// The k class centroids.
+    pub centroids: ByFeature,
+    /// The random projections, already divided by `feature_scale`.
+    pub projection: ByFeature,
     /// Projection offsets: projection · mean.
     pub projection_offset: Vec<f32>,
     /// Shapiro–Wilk coefficients for each window size up to `distance_window`.
     pub sw: Vec<Option<SwCoefficients>>,
     pub inv_fingerprint_step: f32,
+    /// The centre of each fingerprint bin, in feature units.
+    pub bin_centre: [f32; 256],
     pub q: QueryParams,
 }
 
@@ -280,11 +321,14 @@ impl Model {
             u8_unit: range / 255.0,
             u16_unit: range / 65535.0,
             inv_scale,
-            centroids: p.centroids.iter().flatten().copied().collect(),
-            projection,
+            centroids: ByFeature::new(&p.centroids.concat(), d),
+            projection: ByFeature::new(&projection, d),
             projection_offset,
             sw,
             inv_fingerprint_step: 1.0 / p.query.fingerprint_step,
+            bin_centre: std::array::from_fn(|b| {
+                p.feature_min + (b as f32 + 0.5) * p.query.fingerprint_step
+            }),
             q: p.query.clone(),
         })
     }

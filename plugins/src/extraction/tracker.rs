@@ -2,7 +2,7 @@
 //! is fed with. Every buffer has a fixed size chosen at creation: see [`Tracker::heap_bytes`].
 
 use super::harden::{argmax, margin};
-use super::profile::Model;
+use super::profile::{LANES, Model};
 use super::rng::mix64;
 
 /// Slots of the direct-mapped fingerprint table (8 KiB).
@@ -21,6 +21,9 @@ pub(crate) const GROUP_CLUSTER: usize = 3;
 const REVISIT_FRACTION: f64 = 0.25;
 /// Most fingerprint hashes kept per query.
 pub(crate) const MAX_HASHES: usize = 32;
+/// Most window hashes a query keeps before choosing the smallest (wider rows keep the
+/// smallest this many as they go).
+const MAX_WINDOWS: usize = 256;
 /// Fingerprint sequence numbers are 24 bits.
 const SEQ_MASK: u32 = 0x00FF_FFFF;
 
@@ -59,48 +62,45 @@ impl Query {
         let q = &m.q;
         let inv8 = 1.0 / m.u8_unit;
         let inv16 = 1.0 / m.u16_unit;
-        let mut exact = salt ^ 0x5851_F42D_4C95_7F2D;
-        for (i, &x) in row.iter().enumerate() {
+        let mut bins = vec![0u8; m.d];
+        for (((&x, q8), q16), bin) in row
+            .iter()
+            .zip(&mut self.q8)
+            .zip(&mut self.q16)
+            .zip(&mut bins)
+        {
             let v = x - m.min;
-            self.q8[i] = (v * inv8).round().clamp(0.0, 255.0) as u8;
-            let v16 = (v * inv16).round().clamp(0.0, 65535.0) as u16;
-            self.q16[i] = v16;
-            exact = (exact ^ u64::from(v16)).wrapping_mul(0x0000_0100_0000_01B3);
+            *q8 = round_clamped(v * inv8, 255.0) as u8;
+            *q16 = round_clamped(v * inv16, 65535.0) as u16;
+            *bin = floor_clamped(v * m.inv_fingerprint_step, 255.0) as u8;
         }
+        let exact = self.q16.iter().fold(salt ^ 0x5851_F42D_4C95_7F2D, |h, &v| {
+            (h ^ u64::from(v)).wrapping_mul(0x0000_0100_0000_01B3)
+        });
         self.exact = mix64(exact);
 
         // Blacklight-style fingerprint: quantise, hash every sliding window with its
         // position and the salt, keep the smallest hashes.
         let w = q.fingerprint_window;
         let windows = m.d + 1 - w;
-        let keep = q.fingerprint_hashes.min(MAX_HASHES);
-        let mut all = [u64::MAX; 256];
-        let mut n = 0;
-        let mut bins = [0u8; 1024];
-        for (b, &x) in bins.iter_mut().zip(row) {
-            *b = ((x - m.min) * m.inv_fingerprint_step)
-                .floor()
-                .clamp(0.0, 255.0) as u8;
-        }
-        for start in 0..windows {
+        let mut all: Vec<u64> = Vec::with_capacity(windows.min(MAX_WINDOWS));
+        for (start, window) in bins.windows(w).enumerate() {
             let mut h = salt ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            for &b in &bins[start..start + w] {
+            for &b in window {
                 h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
             }
             let h = mix64(h);
-            if n < all.len() {
-                all[n] = h;
-                n += 1;
+            if all.len() < MAX_WINDOWS {
+                all.push(h);
             } else if let Some(max) = all.iter_mut().max() {
-                // More windows than the scratch holds: keep the smallest 256.
+                // More windows than the scratch holds: keep the smallest MAX_WINDOWS.
                 if h < *max {
                     *max = h;
                 }
             }
         }
-        let all = &mut all[..n];
-        let keep = keep.min(n);
-        if keep > 0 && keep < n {
+        let keep = q.fingerprint_hashes.min(MAX_HASHES).min(all.len());
+        if keep > 0 && keep < all.len() {
             all.select_nth_unstable(keep - 1);
         }
         self.hashes[..keep].copy_from_slice(&all[..keep]);
@@ -109,16 +109,20 @@ impl Query {
         // Nearest class centroid, raw and standardised.
         let mut best_raw = f32::INFINITY;
         let mut best_std = f32::INFINITY;
-        for c in m.centroids.chunks_exact(m.d) {
-            let (mut raw, mut std) = (0.0f32, 0.0f32);
-            for ((x, mu), inv) in row.iter().zip(c).zip(&m.inv_scale) {
-                let diff = x - mu;
-                raw += diff * diff;
-                let z = diff * inv;
-                std += z * z;
+        for (block, rows) in m.centroids.blocks() {
+            let (mut raw, mut std) = ([0f32; LANES], [0f32; LANES]);
+            for ((x, inv), mu) in row.iter().zip(&m.inv_scale).zip(block) {
+                for l in 0..LANES {
+                    let diff = x - mu[l];
+                    raw[l] += diff * diff;
+                    let z = diff * inv;
+                    std[l] += z * z;
+                }
             }
-            best_raw = best_raw.min(raw);
-            best_std = best_std.min(std);
+            for l in 0..rows {
+                best_raw = best_raw.min(raw[l]);
+                best_std = best_std.min(std[l]);
+            }
         }
         self.ood = best_raw.sqrt() > q.ood_distance || best_std.sqrt() > q.ood_standardized;
 
@@ -127,25 +131,40 @@ impl Query {
 
         // Coverage cell: sign pattern of random projections of the fingerprint-quantised row
         // (bin centres), so small noise rarely moves a row to another cell.
-        let step = q.fingerprint_step;
-        let mut centres = [0f32; 1024];
-        for (c, b) in centres.iter_mut().zip(&bins[..m.d.min(bins.len())]) {
-            *c = m.min + (f32::from(*b) + 0.5) * step;
-        }
         let mut cell = 0u32;
-        for (j, (proj, off)) in m
-            .projection
-            .chunks_exact(m.d)
-            .zip(&m.projection_offset)
-            .enumerate()
-        {
-            let s: f32 = proj.iter().zip(&centres).map(|(a, c)| a * c).sum();
-            if s > *off {
-                cell |= 1 << j;
+        for (b, (block, rows)) in m.projection.blocks().enumerate() {
+            let mut sums = [0f32; LANES];
+            for (bin, proj) in bins.iter().zip(block) {
+                let centre = m.bin_centre[usize::from(*bin)];
+                for l in 0..LANES {
+                    sums[l] += proj[l] * centre;
+                }
+            }
+            for (l, s) in sums[..rows].iter().enumerate() {
+                let j = b * LANES + l;
+                if *s > m.projection_offset[j] {
+                    cell |= 1 << j;
+                }
             }
         }
         self.cell = cell;
     }
+}
+
+/// `x.round().clamp(0.0, max)` as an integer, without a `roundf` call (the default x86-64
+/// target has no rounding instruction). Equal for every `x`: clamping to integer bounds
+/// commutes with rounding, and on `[0, max]` truncation is exact and the fraction decides
+/// (halves up, like [`f32::round`] for non-negative values). NaN gives 0, like `as`.
+fn round_clamped(x: f32, max: f32) -> u32 {
+    let x = x.clamp(0.0, max);
+    let t = x as u32;
+    t + u32::from(x - t as f32 >= 0.5)
+}
+
+/// `x.floor().clamp(0.0, max)` as an integer, without a `floorf` call (equal for every `x`,
+/// as for [`round_clamped`]).
+fn floor_clamped(x: f32, max: f32) -> u32 {
+    x.clamp(0.0, max) as u32
 }
 
 /// What one query did to a tracker (calibration reads these; the detector ignores most).
@@ -213,6 +232,8 @@ pub(crate) struct Tracker {
     dist: Vec<f32>,
     dist_head: usize,
     dist_len: usize,
+    /// The ring's values, sorted (what the normality test reads).
+    sorted: Vec<f64>,
     /// The last two distinct rows (u16-quantised), most recent first.
     last: Vec<u16>,
     last_count: u8,
@@ -262,6 +283,7 @@ impl Tracker {
             },
             dist_head: 0,
             dist_len: 0,
+            sorted: Vec::with_capacity(if consumer { m.q.distance_window } else { 0 }),
             last: vec![0; 2 * m.d],
             last_count: 0,
             coverage: [0; COVERAGE_BITS / 64],
@@ -282,6 +304,7 @@ impl Tracker {
             + self.proto_head.capacity()
             + self.recent.capacity()
             + self.dist.capacity() * 4
+            + self.sorted.capacity() * 8
             + self.last.capacity() * 2
     }
 
@@ -433,25 +456,34 @@ impl Tracker {
         let logd = (dist + unit).ln();
 
         let (mean, sd) = self.window_stats();
-        let wl = self.dist.len();
-        self.dist[self.dist_head] = logd;
-        self.dist_head = (self.dist_head + 1) % wl;
-        self.dist_len = (self.dist_len + 1).min(wl);
+        self.push_distance(logd);
         if self.dist_len < 2 || logd > mean - sd {
             self.add_prototype(m, q);
         }
         if let Some(Some(coef)) = m.sw.get(self.dist_len) {
-            let mut sorted = [0f64; 256];
-            let sorted = &mut sorted[..self.dist_len];
-            for (s, v) in sorted.iter_mut().zip(&self.dist) {
-                *s = f64::from(*v);
-            }
-            sorted.sort_unstable_by(f64::total_cmp);
             self.distance_z = coef
-                .test_sorted(sorted)
+                .test_sorted(&self.sorted)
                 .map_or(0.0, |r| (r.z.max(0.0) as f32).min(50.0));
         }
         step
+    }
+
+    /// Adds `logd` to the distance ring (dropping the oldest when full) and to its sorted
+    /// copy.
+    fn push_distance(&mut self, logd: f32) {
+        let find = |sorted: &[f64], v: f64| sorted.binary_search_by(|s| s.total_cmp(&v));
+        let wl = self.dist.len();
+        if self.dist_len == wl
+            && let Ok(at) = find(&self.sorted, f64::from(self.dist[self.dist_head]))
+        {
+            self.sorted.remove(at);
+        }
+        self.dist[self.dist_head] = logd;
+        self.dist_head = (self.dist_head + 1) % wl;
+        self.dist_len = (self.dist_len + 1).min(wl);
+        let new = f64::from(logd);
+        let (Ok(at) | Err(at)) = find(&self.sorted, new);
+        self.sorted.insert(at, new);
     }
 
     fn window_stats(&self) -> (f32, f32) {
@@ -551,23 +583,170 @@ fn sign_step_share(a: &[u8], b: &[u8]) -> Option<f32> {
     if changed * 4 < a.len() {
         return None;
     }
-    let best = (2..255)
-        .map(|i| usize::from(hist[i - 1]) + usize::from(hist[i]) + usize::from(hist[i + 1]))
+    let best = hist[1..254]
+        .iter()
+        .zip(&hist[2..255])
+        .zip(&hist[3..256])
+        .map(|((x, y), z)| u32::from(*x) + u32::from(*y) + u32::from(*z))
         .max()
         .unwrap_or(0);
     Some(best as f32 / changed as f32)
 }
 
+/// Squared Euclidean distance of two u8 rows (in 16-lane chunks the compiler vectorises).
 fn sq_dist_u8(a: &[u8], b: &[u8]) -> u32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let t = u32::from(x.abs_diff(*y));
-            t * t
-        })
-        .sum()
+    let lane = |x: &u8, y: &u8| {
+        let t = i32::from(*x) - i32::from(*y);
+        (t * t) as u32
+    };
+    let mut sums = [0u32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: u32 = a16
+        .remainder()
+        .iter()
+        .zip(b16.remainder())
+        .map(|(x, y)| lane(x, y))
+        .sum();
+    for (x, y) in a16.zip(b16) {
+        for i in 0..16 {
+            sums[i] += lane(&x[i], &y[i]);
+        }
+    }
+    sums.iter().sum::<u32>() + tail
 }
 
 fn cusum(s: f32, hit: bool, drift: f32) -> f32 {
     (s + if hit { 1.0 } else { 0.0 } - drift).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extraction::rng::SplitMix64;
+    use crate::extraction::testkit;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quantising_equals_round_and_floor(bits in any::<u32>(), scale in -300.0f32..70_000.0) {
+            for x in [f32::from_bits(bits), scale, scale.trunc() + 0.5, scale.trunc() - 0.5] {
+                for max in [255.0f32, 65535.0] {
+                    prop_assert_eq!(round_clamped(x, max), x.round().clamp(0.0, max) as u32, "{}", x);
+                    prop_assert_eq!(floor_clamped(x, max), x.floor().clamp(0.0, max) as u32, "{}", x);
+                }
+            }
+        }
+
+        #[test]
+        fn squared_distance_equals_the_plain_sum(pairs in prop::collection::vec(any::<(u8, u8)>(), 0..80)) {
+            let (a, b): (Vec<u8>, Vec<u8>) = pairs.into_iter().unzip();
+            let plain: u32 = a.iter().zip(&b).map(|(x, y)| u32::from(x.abs_diff(*y)).pow(2)).sum();
+            prop_assert_eq!(sq_dist_u8(&a, &b), plain);
+        }
+    }
+
+    #[test]
+    fn quantising_edges() {
+        for x in [
+            0.49999997f32,
+            0.5,
+            1.5,
+            2.5,
+            254.5,
+            254.49998,
+            255.5,
+            -0.5,
+            -0.0,
+            1e30,
+            -1e30,
+        ] {
+            assert_eq!(
+                round_clamped(x, 255.0),
+                x.round().clamp(0.0, 255.0) as u32,
+                "{x}"
+            );
+        }
+        assert_eq!(round_clamped(f32::NAN, 255.0), 0);
+        assert_eq!(floor_clamped(f32::NAN, 255.0), 0);
+    }
+
+    /// The feature-major centroid and projection sums give the row-by-row loop's facts.
+    #[test]
+    fn query_facts_equal_the_row_by_row_computation() {
+        let profile = testkit::shipped_profile();
+        let m = Model::new(&profile).unwrap();
+        let mut rng = SplitMix64::new(3);
+        let mut q = Query::new(m.d);
+        let (rows, _) = testkit::holdout();
+        let mut seen_ood = [false; 2];
+        for i in 0..300 {
+            // Held-out rows, noisier ones and random ones: both sides of the OOD thresholds.
+            let noise = [0.0, 2.0, 20.0][i % 3];
+            let row: Vec<f32> = rows[i]
+                .iter()
+                .map(|x| x + ((rng.next_f64() - 0.5) * noise) as f32)
+                .collect();
+            let probs = vec![0.1; m.k];
+            q.compute(&m, 9, &row, &probs);
+            let (mut best_raw, mut best_std) = (f32::INFINITY, f32::INFINITY);
+            for c in &profile.centroids {
+                let (mut raw, mut std) = (0f32, 0f32);
+                for ((x, mu), inv) in row.iter().zip(c).zip(&m.inv_scale) {
+                    let diff = x - mu;
+                    raw += diff * diff;
+                    std += (diff * inv) * (diff * inv);
+                }
+                best_raw = best_raw.min(raw);
+                best_std = best_std.min(std);
+            }
+            let ood = best_raw.sqrt() > m.q.ood_distance || best_std.sqrt() > m.q.ood_standardized;
+            assert_eq!(q.ood, ood);
+            seen_ood[usize::from(ood)] = true;
+            let step = m.q.fingerprint_step;
+            let centres: Vec<f32> = row
+                .iter()
+                .map(|x| {
+                    let bin = ((x - m.min) / step).floor().clamp(0.0, 255.0);
+                    m.min + (bin + 0.5) * step
+                })
+                .collect();
+            let mut cell = 0u32;
+            let mut seed = SplitMix64::new(profile.query.projection_seed);
+            for j in 0..profile.query.projections {
+                let proj: Vec<f32> = m
+                    .inv_scale
+                    .iter()
+                    .map(|inv| seed.normal() as f32 * inv)
+                    .collect();
+                let offset: f32 = proj
+                    .iter()
+                    .zip(&profile.feature_mean)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let s: f32 = proj.iter().zip(&centres).map(|(a, c)| a * c).sum();
+                if s > offset {
+                    cell |= 1 << j;
+                }
+            }
+            assert_eq!(q.cell, cell);
+        }
+        assert_eq!(seen_ood, [true, true]);
+    }
+
+    /// The sorted copy of the distance window always holds exactly the window's values.
+    #[test]
+    fn sorted_window_follows_the_ring() {
+        let m = Model::new(&testkit::shipped_profile()).unwrap();
+        let mut t = Tracker::new(&m, Scope::Consumer);
+        let mut rng = SplitMix64::new(5);
+        for i in 0..3 * m.q.distance_window {
+            // Repeats included: equal values must leave one at a time.
+            let v = (rng.below(40) as f32) * 0.25;
+            t.push_distance(v);
+            let mut ring: Vec<f64> = t.dist[..t.dist_len].iter().map(|v| f64::from(*v)).collect();
+            ring.sort_unstable_by(f64::total_cmp);
+            assert_eq!(t.sorted, ring, "after {} pushes", i + 1);
+        }
+        assert_eq!(t.sorted.len(), m.q.distance_window);
+    }
 }
