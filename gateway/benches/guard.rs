@@ -10,8 +10,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
-use modelgate::guard::V2Response;
 use modelgate_plugins::extraction::OutputPolicy;
+use modelgate_plugins::schema::V2Response;
 
 /// A v2 answer of `batch` rows as a KServe server spells it (full `f32` precision).
 fn answer(batch: usize) -> Vec<u8> {

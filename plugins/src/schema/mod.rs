@@ -35,7 +35,7 @@ pub use contract::{ContractError, Datatype, MAX_RANK, ModelContract, TensorSpec}
 pub use encoding::{check_content_type, decode_body};
 pub use json_schema::{JsonSchema, SchemaDraft, SchemaError};
 pub use tf_serving::validate_predict;
-pub use v2::{TensorData, ValidatedRequest, ValidatedTensor, validate_v2};
+pub use v2::{TensorData, V2Response, ValidatedRequest, ValidatedTensor, validate_v2};
 
 use std::borrow::Cow;
 

@@ -14,6 +14,9 @@ use super::parse::{
 use crate::Denial;
 
 mod fast;
+mod response;
+
+pub use response::V2Response;
 
 /// A tensor's values, typed by datatype family: `F32` holds FP32 and FP16, `I64` the signed
 /// integers, `U64` the unsigned ones, `Bytes` the BYTES elements.

@@ -68,6 +68,107 @@ impl<'r> Scanner<'r> {
         std::str::from_utf8(&rest[..len]).ok()
     }
 
+    /// Where the next byte that is not whitespace is.
+    pub fn position(&mut self) -> usize {
+        self.peek();
+        self.at
+    }
+
+    /// A string, escapes allowed (and checked): `Some(Some(text))` when it has none,
+    /// `Some(None)` when it has some (its text then differs from every plain name).
+    pub fn string_or_escaped(&mut self) -> Option<Option<&'r str>> {
+        let start = self.position();
+        if let Some(plain) = self.string() {
+            return Some(Some(plain));
+        }
+        self.at = start;
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            match *self.raw.get(self.at)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.at += match *self.raw.get(self.at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                        b'u' => {
+                            let hex = self.raw.get(self.at + 2..self.at + 6)?;
+                            hex.iter().all(u8::is_ascii_hexdigit).then_some(6)?
+                        }
+                        _ => return None,
+                    };
+                }
+                b if b < 0x20 => return None,
+                _ => self.at += 1,
+            }
+        }
+        let text = std::str::from_utf8(&self.raw[start..self.at]).ok()?;
+        self.at += 1;
+        Some((!escaped).then_some(text))
+    }
+
+    /// Skips one value of any kind, at most `max_depth` arrays and objects deep.
+    pub fn skip_value(&mut self, max_depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string_or_escaped().map(drop),
+            open @ (b'{' | b'[') => {
+                let object = open == b'{';
+                let close = if object { b'}' } else { b']' };
+                self.at += 1;
+                if self.peek()? == close {
+                    self.at += 1;
+                    return Some(());
+                }
+                let depth = max_depth.checked_sub(1)?;
+                loop {
+                    if object {
+                        self.string_or_escaped()?;
+                        self.eat(b':')?;
+                    }
+                    self.skip_value(depth)?;
+                    if !self.more(close)? {
+                        return Some(());
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.skip_number(),
+        }
+    }
+
+    /// Skips a number, checking its grammar; one that could be out of the `f64` range (an
+    /// exponent, or over 300 integer digits) is read whole, as serde_json would.
+    fn skip_number(&mut self) -> Option<()> {
+        let raw = self.raw;
+        let int_start = self.at + usize::from(raw.get(self.at) == Some(&b'-'));
+        let int_end = digit_run(raw, int_start);
+        let n = int_end - int_start;
+        if n == 0 || (raw[int_start] == b'0' && n > 1) {
+            return None;
+        }
+        let mut end = int_end;
+        if raw.get(end) == Some(&b'.') {
+            end = digit_run(raw, end + 1);
+            if end == int_end + 1 {
+                return None;
+            }
+        }
+        if n > 300 || matches!(raw.get(end), Some(b'e' | b'E')) {
+            return self.number().map(drop);
+        }
+        self.at = end;
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.raw[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+
     /// A JSON number, as serde_json would hand it over; `None` if malformed or beyond the
     /// `f64` range (serde_json refuses those too).
     #[inline]
@@ -133,6 +234,14 @@ impl<'r> Scanner<'r> {
         let f = text.parse::<f64>().ok()?;
         f.is_finite().then_some(Scalar::F(f))
     }
+}
+
+/// Where the decimal digits from `raw[i..]` end.
+fn digit_run(raw: &[u8], mut i: usize) -> usize {
+    while raw.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
 }
 
 /// Consumes decimal digits from `raw[i..]` onto `acc` (wrapping past `u64`; callers count
@@ -372,8 +481,51 @@ mod tests {
         })
     }
 
+    /// JSON-ish text: valid tokens, near-misses and stray bytes, in any order.
+    fn json_ish() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\n",
+            "\"k\"",
+            "\"a\\\"b\"",
+            "\"\\u00e9\"",
+            "\"\\x\"",
+            "\"\u{1}\"",
+            "\"é\"",
+            "0",
+            "-1",
+            "01",
+            "1.5",
+            "1.",
+            "2e3",
+            "1e400",
+            "-0.0E-2",
+            "true",
+            "nul",
+            "null",
+            "false",
+            "x",
+        ]);
+        prop::collection::vec(token, 1..24).prop_map(|t| t.concat())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Skipping a value takes exactly the texts serde_json reads as one `Value`.
+        #[test]
+        fn skip_value_takes_what_serde_takes(text in json_ish()) {
+            let mut s = Scanner::new(text.as_bytes());
+            let skipped = s.skip_value(128).is_some() && s.at_end();
+            let serde = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            prop_assert_eq!(skipped, serde, "{}", text);
+        }
 
         /// A number is read exactly as serde_json reads it, and refused where it refuses it.
         #[test]

@@ -4,17 +4,13 @@
 //! ([`assess`]). The embedded backend hands over its tensors; an HTTP backend's buffered
 //! v2 response is parsed and rewritten ([`harden_v2_response`]).
 
-mod v2_response;
-
 use bytes::Bytes;
 
 use modelgate_plugins::auth::Caller;
 use modelgate_plugins::extraction::{Action, Identity as ExtractionIdentity, OutputPolicy};
 use modelgate_plugins::ratelimit::{LimitSpec, RateSpec};
-use modelgate_plugins::schema::ValidatedRequest;
+use modelgate_plugins::schema::{V2Response, ValidatedRequest};
 use modelgate_plugins::{Code, Denial};
-
-pub use v2_response::V2Response;
 
 use crate::authn::unix_now;
 use crate::pipeline::{Shared, rate_denial};
@@ -167,6 +163,7 @@ pub fn harden_v2_response(
     })?;
     let policy = assess(guard, caller, rows, &mut response.scores, action);
     if policy == OutputPolicy::Full {
+        drop(response);
         return Ok(body);
     }
     Ok(Bytes::from(response.into_json(policy)))
