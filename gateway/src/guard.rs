@@ -94,8 +94,9 @@ fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdenti
 
 /// After the backend: feeds the detector with `rows` and the scored output (`scores`, rows of
 /// the profile's classes), hardens `scores` in place and returns the policy applied (which
-/// also decides the other outputs: [`OutputPolicy::keeps_other_output`]). Reaching `observe`
-/// or more is written to the audit log and to `action`. A detector error (a shape the
+/// also decides the other outputs: [`OutputPolicy::keeps_other_output`]). An action of
+/// `observe` or more goes to `action`, and to the audit log when it changed. A detector
+/// error (a shape the
 /// contract did not fix, non-finite values) is logged and answered with the suspect policy,
 /// never with unhardened outputs.
 pub fn assess(
@@ -110,6 +111,8 @@ pub fn assess(
         Ok(assessment) => {
             if assessment.action >= Action::Observe {
                 *action = Some(assessment.action.as_str());
+            }
+            if assessment.action >= Action::Observe && assessment.changed {
                 log::warn!(
                     target: "audit",
                     "{}",

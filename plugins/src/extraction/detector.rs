@@ -229,6 +229,9 @@ pub struct Assessment {
     pub linked_to: Option<String>,
     /// The group's view, when the identity has a group.
     pub group: Option<GroupAssessment>,
+    /// The consumer's or its group's action differs from the one at its previous
+    /// assessment: worth an audit record (a suspect's every request is not).
+    pub changed: bool,
 }
 
 /// A group's merged-stream view.
@@ -332,6 +335,8 @@ struct Entry {
     linked_to: Option<String>,
     /// Fingerprints already copied to the global index.
     published: bool,
+    /// The action in force at the last assessment.
+    reported: Action,
 }
 
 impl Entry {
@@ -347,6 +352,7 @@ impl Entry {
             group: None,
             linked_to: None,
             published: false,
+            reported: Action::None,
         }
     }
 
@@ -542,6 +548,7 @@ impl Detector {
         e.combined = e.scores.combined();
         let computed = Action::from_score(e.combined, &self.profile.ladder);
         let consumer_action = e.escalate(computed, now, &self.options);
+        let mut changed = std::mem::replace(&mut e.reported, consumer_action) != consumer_action;
         if consumer_action >= Action::Harden {
             if !e.published {
                 e.published = true;
@@ -570,6 +577,7 @@ impl Detector {
             reason: None,
             linked_to: e.linked_to.clone(),
             group: None,
+            changed: false,
         };
         let mut block_until = (consumer_action == Action::Block).then_some(e.held_until);
         let mut reason = e.scores.top().0;
@@ -598,6 +606,7 @@ impl Detector {
             g.combined = g.scores.combined();
             let computed = Action::from_score(g.combined, &self.profile.ladder);
             let group_action = g.escalate(computed, now, &self.options);
+            changed |= std::mem::replace(&mut g.reported, group_action) != group_action;
             if group_action > assessment.action {
                 assessment.action = group_action;
                 reason = g.scores.top().0;
@@ -613,6 +622,7 @@ impl Detector {
                 action: group_action,
             });
         }
+        assessment.changed = changed;
         self.finish(&mut assessment, who.trusted, reason, block_until, now);
         Ok(assessment)
     }

@@ -181,6 +181,58 @@ fn uniform_random_queries_are_hardened_within_ten() {
     eprintln!("uniform worst {worst}");
 }
 
+/// `changed` marks exactly the assessments whose action differs from the stream's previous
+/// one (audit records go out on those only), for a consumer alone and in a group.
+#[test]
+fn changes_of_action_are_marked_once() {
+    let mlp = DigitsMlp::load();
+    let det = detector();
+    let mut t = T0;
+    let solo = testkit::caller("random", None);
+    let a = feed(
+        &det,
+        &mlp,
+        &Identity::of(&solo),
+        &uniform_rows(40, 1),
+        &mut t,
+    );
+    let mut before = Action::None;
+    for (i, x) in a.iter().enumerate() {
+        assert_eq!(x.changed, x.action != before, "query {}", i + 1);
+        before = x.action;
+    }
+    assert!(
+        a.iter().filter(|x| x.changed).count() >= 2,
+        "observed at least two rungs"
+    );
+
+    // Two members take turns: every change of the group's rung is marked, and once both
+    // members and the group are blocked, nothing more is.
+    let members: Vec<_> = ["m-0", "m-1"]
+        .iter()
+        .map(|m| testkit::caller(m, Some("org")))
+        .collect();
+    let mut group = Action::None;
+    let mut marked = Vec::new();
+    for (i, row) in uniform_rows(120, 2).iter().enumerate() {
+        t += 1;
+        let x = det
+            .observe(&Identity::of(&members[i % 2]), row, &mlp.predict(row), t)
+            .unwrap();
+        let g = x.group.as_ref().unwrap().action;
+        assert!(
+            x.changed || g == group,
+            "query {}: group rung changed unmarked",
+            i + 1
+        );
+        group = g;
+        marked.push(x.changed);
+    }
+    assert_eq!(group, Action::Block);
+    let quiet = marked.iter().rev().take_while(|m| !**m).count();
+    assert!(quiet >= 60, "marks kept coming: {marked:?}");
+}
+
 /// (c) A binary line search between two held-out rows of different classes is detected
 /// within 5 queries.
 #[test]
