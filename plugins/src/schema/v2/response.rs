@@ -263,7 +263,7 @@ fn write_scores(out: &mut Vec<u8>, scores: &[f32], decimals: Option<u8>) {
             _ => v.to_string().parse().unwrap_or(f64::from(v)),
         };
         if number.is_finite() {
-            out.extend_from_slice(ryu::Buffer::new().format_finite(number).as_bytes());
+            out.extend_from_slice(zmij::Buffer::new().format_finite(number).as_bytes());
         } else {
             out.extend_from_slice(b"null");
         }
