@@ -171,7 +171,7 @@ impl<'r> Scanner<'r> {
 
     /// A JSON number, as serde_json would hand it over; `None` if malformed or beyond the
     /// `f64` range (serde_json refuses those too).
-    #[inline]
+    #[inline(always)]
     pub fn number(&mut self) -> Option<Scalar<'static>> {
         self.peek()?;
         let raw = self.raw;
