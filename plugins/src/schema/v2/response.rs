@@ -3,8 +3,8 @@
 //! Everything else in the document passes through byte for byte.
 //!
 //! One pass with [`Scanner`] finds where the outputs, the scored output and its `data` sit
-//! (a [`Layout`]). A response it does not take (anything unusual: repeated keys, deep
-//! nesting, unreadable JSON) is read with serde_json instead, which says what is wrong, or
+//! (a [`Layout`]). A response it does not take (anything unusual: repeated or escaped keys
+//! and names, unreadable JSON) is read with serde_json instead, which says what is wrong, or
 //! is re-serialised, and the layout is found in that.
 
 use std::borrow::Cow;
@@ -47,7 +47,7 @@ impl<'b> V2Response<'b> {
     /// Reads `body` as a v2 infer response whose output `name` is a floating-point tensor of
     /// `expected` values (flat or nested `data`). The error says what is wrong, for the log.
     pub fn parse(body: &'b [u8], name: &str, expected: usize) -> Result<Self, String> {
-        if let Some((layout, scores)) = read(body, name, expected) {
+        if let Some((layout, scores)) = read(body, Pass::Upstream, name, expected) {
             return Ok(V2Response {
                 body: Cow::Borrowed(body),
                 layout,
@@ -55,7 +55,7 @@ impl<'b> V2Response<'b> {
             });
         }
         let canonical = check(body, name, expected)?;
-        let (layout, scores) = read(&canonical, name, expected)
+        let (layout, scores) = read(&canonical, Pass::Canonical, name, expected)
             .ok_or("the response has two outputs under the scored output's name")?;
         Ok(V2Response {
             body: Cow::Owned(canonical),
@@ -93,9 +93,31 @@ impl<'b> V2Response<'b> {
     }
 }
 
+/// How the reader takes escaped strings where it looks for a key, an output's name or its
+/// datatype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The upstream's bytes: it gives up (serde_json decodes the escapes, and the decoded
+    /// key may repeat one the reader took: `"out\u0070uts"` after `"outputs"`).
+    Upstream,
+    /// serde_json's re-serialisation: keys are unique, and an escaped text is none of the
+    /// plain names the reader looks for.
+    Canonical,
+}
+
+impl Pass {
+    /// A string's text, `Some(None)` for an escaped one the pass passes over.
+    fn text<'r>(self, s: &mut Scanner<'r>) -> Option<Option<&'r str>> {
+        match self {
+            Pass::Upstream => s.string().map(Some),
+            Pass::Canonical => s.string_or_escaped(),
+        }
+    }
+}
+
 /// The one-pass reader: the layout and scores of a response of the usual shape, `None` for
 /// anything else.
-fn read(body: &[u8], name: &str, expected: usize) -> Option<(Layout, Vec<f32>)> {
+fn read(body: &[u8], pass: Pass, name: &str, expected: usize) -> Option<(Layout, Vec<f32>)> {
     let mut s = Scanner::new(body);
     let mut found = None;
     s.eat(b'{')?;
@@ -103,13 +125,13 @@ fn read(body: &[u8], name: &str, expected: usize) -> Option<(Layout, Vec<f32>)> 
         return None;
     }
     loop {
-        let key = s.string_or_escaped()?;
+        let key = pass.text(&mut s)?;
         s.eat(b':')?;
         if key == Some("outputs") {
             if found.is_some() {
                 return None;
             }
-            found = Some(outputs(body, &mut s, name, expected)?);
+            found = Some(outputs(body, &mut s, pass, name, expected)?);
         } else {
             s.skip_value(MAX_DEPTH)?;
         }
@@ -126,6 +148,7 @@ fn read(body: &[u8], name: &str, expected: usize) -> Option<(Layout, Vec<f32>)> 
 fn outputs(
     body: &[u8],
     s: &mut Scanner<'_>,
+    pass: Pass,
     name: &str,
     expected: usize,
 ) -> Option<(Layout, Vec<f32>)> {
@@ -138,7 +161,7 @@ fn outputs(
     }
     let close = loop {
         let start = s.position();
-        let output = output(s)?;
+        let output = output(s, pass)?;
         outputs.push((start..s.position(), output.integer));
         if output.name == Some(name) {
             if scored.is_some() || !output.floating {
@@ -175,8 +198,8 @@ struct Output<'r> {
     data: Option<Range<usize>>,
 }
 
-/// One output object; `None` when a field it reads is repeated or an escaped string.
-fn output<'r>(s: &mut Scanner<'r>) -> Option<Output<'r>> {
+/// One output object; `None` when a field it reads is repeated.
+fn output<'r>(s: &mut Scanner<'r>, pass: Pass) -> Option<Output<'r>> {
     let (mut name, mut datatype, mut data) = (None, None, None);
     s.eat(b'{')?;
     let mut more = s.peek()? != b'}';
@@ -184,11 +207,11 @@ fn output<'r>(s: &mut Scanner<'r>) -> Option<Output<'r>> {
         s.eat(b'}')?;
     }
     while more {
-        let key = s.string_or_escaped()?;
+        let key = pass.text(s)?;
         s.eat(b':')?;
         match key {
-            Some("name") if name.is_none() => name = Some(plain_string(s)?),
-            Some("datatype") if datatype.is_none() => datatype = Some(plain_string(s)?),
+            Some("name") if name.is_none() => name = Some(string_value(s, pass)?),
+            Some("datatype") if datatype.is_none() => datatype = Some(string_value(s, pass)?),
             Some("data") if data.is_none() => {
                 let start = s.position();
                 s.skip_value(MAX_DEPTH)?;
@@ -211,11 +234,11 @@ fn output<'r>(s: &mut Scanner<'r>) -> Option<Output<'r>> {
     })
 }
 
-/// A field's text when its value is a plain string, `Some(None)` when it is not a string;
-/// `None` (give up) for an escaped string, whose text only serde_json reads.
-fn plain_string<'r>(s: &mut Scanner<'r>) -> Option<Option<&'r str>> {
+/// A field's text when its value is a string (see [`Pass::text`]), `Some(None)` for any
+/// other value.
+fn string_value<'r>(s: &mut Scanner<'r>, pass: Pass) -> Option<Option<&'r str>> {
     if s.peek()? == b'"' {
-        s.string().map(Some)
+        pass.text(s)
     } else {
         s.skip_value(MAX_DEPTH).map(|()| None)
     }
@@ -355,9 +378,9 @@ mod tests {
     /// whether the one-pass reader took it.
     fn both_ways(body: &[u8], name: &str, expected: usize) -> bool {
         let canonical = check(body, name, expected).expect("serde path");
-        let slow = read(&canonical, name, expected)
+        let slow = read(&canonical, Pass::Canonical, name, expected)
             .unwrap_or_else(|| panic!("canonical layout: {}", String::from_utf8_lossy(&canonical)));
-        let fast = read(body, name, expected);
+        let fast = read(body, Pass::Upstream, name, expected);
         let policies = [
             OutputPolicy::Full,
             OutputPolicy::Round { decimals: 2 },
@@ -372,9 +395,9 @@ mod tests {
                 };
                 serde_json::from_slice::<Value>(&r.into_json(policy)).expect("valid JSON out")
             };
-            let (layout, scores) = read(&canonical, name, expected).unwrap();
+            let (layout, scores) = read(&canonical, Pass::Canonical, name, expected).unwrap();
             let want = rewrite(&canonical, layout, &scores);
-            if let Some((layout, scores)) = read(body, name, expected) {
+            if let Some((layout, scores)) = read(body, Pass::Upstream, name, expected) {
                 assert_eq!(scores, slow.1, "{}", String::from_utf8_lossy(body));
                 assert_eq!(rewrite(body, layout, &scores), want, "{policy:?}");
             }
@@ -470,13 +493,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        let given_up: [&[u8]; 4] = [
+        let given_up: [&[u8]; 7] = [
             // Repeated keys: serde_json keeps the last.
             br#"{"outputs":[],"outputs":[{"name":"probabilities","datatype":"FP32","data":[0.1,0.2,0.7]}]}"#,
             br#"{"outputs":[{"name":"probabilities","datatype":"FP32","data":[9,9,9],"data":[0.1,0.2,0.7]}]}"#,
             br#"{"outputs":[{"name":"logits","datatype":"FP32","datatype":"INT64","data":[1]},{"name":"probabilities","datatype":"FP32","data":[0.1,0.2,0.7]}]}"#,
-            // Escaped names and datatypes.
+            // Escaped keys, names and datatypes: `out\u0070uts` is a second `outputs`, and
+            // the last one is what a consumer's parser reads.
+            br#"{"outputs":[{"name":"probabilities","datatype":"FP32","data":[0.1,0.2,0.7]}],"out\u0070uts":[{"name":"probabilities","datatype":"FP32","data":[0.3,0.3,0.4]}]}"#,
+            br#"{"outputs":[{"name":"probabilities","datatype":"FP32","d\u0061ta":[0.3,0.3,0.4],"data":[0.1,0.2,0.7]}]}"#,
             br#"{"outputs":[{"name":"prob\u0061bilities","datatype":"FP32","data":[0.1,0.2,0.7]}]}"#,
+            br#"{"outputs":[{"name":"a\"b","datatype":"FP32","data":[1]},{"name":"probabilities","datatype":"FP32","data":[0.1,0.2,0.7]}],"x\ny":1}"#,
         ];
         for body in given_up {
             assert!(
@@ -503,7 +530,7 @@ mod tests {
             }
             body.truncate(body.len() - cut.min(body.len() / 8));
             let parsed = V2Response::parse(&body, "probabilities", 3);
-            if read(&body, "probabilities", 3).is_some() {
+            if read(&body, Pass::Upstream, "probabilities", 3).is_some() {
                 proptest::prop_assert!(check(&body, "probabilities", 3).is_ok());
                 proptest::prop_assert!(both_ways(&body, "probabilities", 3));
             }
