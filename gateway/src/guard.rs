@@ -96,9 +96,8 @@ fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdenti
 /// the profile's classes), hardens `scores` in place and returns the policy applied (which
 /// also decides the other outputs: [`OutputPolicy::keeps_other_output`]). An action of
 /// `observe` or more goes to `action`, and to the audit log when it changed. A detector
-/// error (a shape the
-/// contract did not fix, non-finite values) is logged and answered with the suspect policy,
-/// never with unhardened outputs.
+/// error (a shape the contract did not fix, non-finite values) is logged and answered with
+/// the suspect policy, never with unhardened outputs.
 pub fn assess(
     guard: &ExtractionGuard,
     caller: &Caller,
@@ -112,7 +111,7 @@ pub fn assess(
             if assessment.action >= Action::Observe {
                 *action = Some(assessment.action.as_str());
             }
-            if assessment.action >= Action::Observe && assessment.changed {
+            if assessment.changed && assessment.action >= Action::Observe {
                 log::warn!(
                     target: "audit",
                     "{}",
