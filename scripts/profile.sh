@@ -183,7 +183,7 @@ report=$(
     [[ $PATH_KIND == nginx ]] && echo "(nginx: one process, \`master_process off\`; no stages to attribute.)"
     [[ $PATH_KIND == nginx ]] || echo "| stage (inclusive) | function | instructions / request | share |"
     [[ $PATH_KIND == nginx ]] || echo "|---|---|---:|---:|"
-    [[ $PATH_KIND == nginx ]] || for row in "whole pipeline, from request to last response byte|ProxyHttp>::request_filter::{{closure}}" \
+    [[ $PATH_KIND == nginx ]] || for row in "whole pipeline, from routing to last response byte (refusals written after)|modelgate::pipeline::run::{{closure}} [" \
         "route lookup|RouteIndex::resolve" \
         "credential extraction|Authenticator::credential" \
         "API key verification (SHA-256, constant-time compare)|KeyVerifier::verify" \
@@ -191,9 +191,9 @@ report=$(
         "rate limit (GCRA + quota + in-flight)|modelgate_plugins::ratelimit::Limiter<" \
         "upstream request header (incl. traceparent)|HttpUpstreams::upstream_request" \
         "upstream exchange (write, read, pool)|modelgate::forward::exchange::{{closure}}" \
-        "access log + metrics|ProxyHttp>::logging::{{closure}}" \
+        "access log + metrics|Responder>::log [" \
         "allocator: mi_malloc|mi_malloc" \
-        "memcpy (all callers; mostly Pingora boxing its per-request future)|__memcpy_avx_unaligned_erms"; do
+        "memcpy (all callers)|__memcpy_avx_unaligned_erms"; do
         label=${row%%|*} pat=${row#*|}
         ir=$(stage "$pat")
         if [[ -n $ir ]]; then

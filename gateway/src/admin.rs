@@ -3,17 +3,15 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType};
+use pingora::protocols::http::ServerSession;
 use subtle::ConstantTimeEq;
 
 use modelgate_plugins::{Code, Denial};
 
 use crate::health::UpstreamHealth;
+use crate::http_service::Responder;
 use crate::reload::Reloader;
 use crate::respond;
 
@@ -26,13 +24,12 @@ pub struct Admin {
     pub health: Arc<UpstreamHealth>,
 }
 
-#[async_trait]
-impl ProxyHttp for Admin {
-    type CTX = ();
+impl Responder for Admin {
+    type Ctx = ();
 
     fn new_ctx(&self) {}
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
+    async fn respond(&self, session: &mut ServerSession, _ctx: &mut ()) -> pingora::Result<()> {
         let close = !session.is_body_empty();
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
@@ -80,7 +77,7 @@ impl ProxyHttp for Admin {
             (p, _, _) if p.starts_with("/admin/suspects/") && method == http::Method::DELETE => {
                 if let Err(denial) = self.authorize(session) {
                     respond::deny(session, &denial, close).await?;
-                    return Ok(true);
+                    return Ok(());
                 }
                 let id = p.trim_start_matches("/admin/suspects/");
                 let cleared = self.clear_suspect(id);
@@ -96,7 +93,7 @@ impl ProxyHttp for Admin {
             ("/admin/reload", _, true) => {
                 if let Err(denial) = self.authorize(session) {
                     respond::deny(session, &denial, close).await?;
-                    return Ok(true);
+                    return Ok(());
                 }
                 let reloader = Arc::clone(&self.reloader);
                 let status = tokio::task::spawn_blocking(move || reloader.reload())
@@ -125,18 +122,7 @@ impl ProxyHttp for Admin {
                 respond::deny(session, &denial, close).await?
             }
         }
-        Ok(true)
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut (),
-    ) -> pingora::Result<Box<HttpPeer>> {
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "the admin API has no upstream",
-        ))
+        Ok(())
     }
 }
 
@@ -182,7 +168,7 @@ impl Admin {
         found
     }
 
-    fn authorize(&self, session: &Session) -> Result<(), Denial> {
+    fn authorize(&self, session: &ServerSession) -> Result<(), Denial> {
         let Some(expected) = &self.token else {
             return Err(Denial::new(
                 Code::Forbidden,

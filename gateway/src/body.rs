@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use modelgate_plugins::body::{Framing, check_framing, check_running_total};
 use modelgate_plugins::{Code, Denial};
@@ -19,7 +19,7 @@ pub struct BodyError {
 /// Reads the body into memory. Refuses a declared length over `cap` before reading, and a
 /// chunked body as soon as it passes `cap`; answers `100 Continue` only to bodies it accepts.
 pub async fn read_body(
-    session: &mut Session,
+    session: &mut ServerSession,
     cap: u64,
     timeout: Duration,
 ) -> Result<Bytes, BodyError> {

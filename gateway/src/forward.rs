@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use pingora::ErrorType;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 use tokio::net::TcpStream;
 
 use modelgate_config::HttpBackend;
@@ -152,7 +152,7 @@ impl HttpUpstreams {
     pub async fn forward(
         &self,
         pool: &UpstreamPool,
-        session: &mut Session,
+        session: &mut ServerSession,
         call: &Call<'_>,
         in_flight: &mut Option<Admission>,
         parent: &TraceSpan,
@@ -188,7 +188,7 @@ impl HttpUpstreams {
         &self,
         pool: &UpstreamPool,
         backend: &Backend,
-        session: &mut Session,
+        session: &mut ServerSession,
         call: &Call<'_>,
         in_flight: &mut Option<Admission>,
         traceparent: Option<HeaderValue>,
@@ -221,7 +221,7 @@ impl HttpUpstreams {
 
     fn upstream_request(
         &self,
-        session: &Session,
+        session: &ServerSession,
         base_path: &str,
         call: &Call<'_>,
         traceparent: Option<HeaderValue>,
@@ -372,7 +372,7 @@ fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
 /// is retried once on a fresh connection (the classic keep-alive race).
 async fn exchange(
     link: &Link<'_>,
-    session: &mut Session,
+    session: &mut ServerSession,
     head: &http::request::Parts,
     call: &Call<'_>,
     in_flight: &mut Option<Admission>,
@@ -403,7 +403,7 @@ async fn exchange(
         release_in_flight(in_flight);
     }
     session
-        .write_response_header(response, done)
+        .write_response_header(response)
         .await
         .map_err(ForwardError::AfterResponse)?;
     while !body.is_done() {
@@ -413,7 +413,7 @@ async fn exchange(
             release_in_flight(in_flight);
         }
         session
-            .write_response_body(piece, end)
+            .write_response_body(piece.unwrap_or_default(), end)
             .await
             .map_err(ForwardError::AfterResponse)?;
     }
@@ -471,7 +471,7 @@ async fn read_capped(body: &mut Body, cap: usize) -> Result<Bytes, ForwardError>
 /// Sends a buffered upstream response with `body` (possibly rewritten) in place of the
 /// upstream's, framed by `Content-Length`. In-flight permits go back before it is written.
 pub async fn write_buffered(
-    session: &mut Session,
+    session: &mut ServerSession,
     mut response: Box<ResponseHeader>,
     body: Bytes,
     in_flight: &mut Option<Admission>,
@@ -479,11 +479,9 @@ pub async fn write_buffered(
     response.remove_header(&header::TRANSFER_ENCODING);
     response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     release_in_flight(in_flight);
-    session
-        .write_response_header(response, body.is_empty())
-        .await?;
+    session.write_response_header(response).await?;
     if !body.is_empty() {
-        session.write_response_body(Some(body), true).await?;
+        session.write_response_body(body, true).await?;
     }
     Ok(())
 }

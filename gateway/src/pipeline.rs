@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use modelgate_config::Cost;
 use modelgate_plugins::auth::Caller;
@@ -71,7 +71,7 @@ pub struct Outcome {
 pub async fn handle(
     shared: &Shared,
     snapshot: &Arc<Snapshot>,
-    session: &mut Session,
+    session: &mut ServerSession,
     outcome: &mut Outcome,
 ) -> pingora::Result<()> {
     let result = run(shared, snapshot, session, outcome).await;
@@ -157,13 +157,13 @@ impl From<BodyError> for Failure {
 async fn run(
     shared: &Shared,
     snapshot: &Snapshot,
-    session: &mut Session,
+    session: &mut ServerSession,
     outcome: &mut Outcome,
 ) -> Result<(), Failure> {
     let path = session.req_header().uri.path().to_string();
     let method = session.req_header().method.clone();
     // Until the body is read, a refusal must close the connection if a body is pending.
-    let early = |denial: Denial, session: &mut Session| Failure::Deny {
+    let early = |denial: Denial, session: &mut ServerSession| Failure::Deny {
         close: !session.is_body_empty(),
         denial,
     };
@@ -407,7 +407,7 @@ fn validate(
     target: &Target<'_>,
     route: Option<&BuiltRoute>,
     method: &Method,
-    session: &Session,
+    session: &ServerSession,
     body: &[u8],
 ) -> Result<Option<ValidatedRequest>, Denial> {
     let headers = &session.req_header().headers;
@@ -529,7 +529,7 @@ pub(crate) fn rate_denial(refusal: &Refusal) -> Denial {
 async fn authenticate(
     snapshot: &Snapshot,
     route: &BuiltRoute,
-    session: &Session,
+    session: &ServerSession,
 ) -> Result<Arc<Caller>, Denial> {
     let peer = session
         .client_addr()
@@ -554,7 +554,7 @@ async fn authenticate(
 async fn forward(
     shared: &Shared,
     upstreams: &crate::forward::HttpUpstreams,
-    session: &mut Session,
+    session: &mut ServerSession,
     call: &Call<'_>,
     outcome: &mut Outcome,
     span: &TraceSpan,
@@ -644,7 +644,7 @@ fn method_not_allowed(allow: &str) -> Denial {
 }
 
 async fn ok_json(
-    session: &mut Session,
+    session: &mut ServerSession,
     outcome: &mut Outcome,
     body: &[u8],
     headers: &[(&'static str, String)],

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession;
 
 use modelgate_plugins::Denial;
 
@@ -19,7 +19,11 @@ pub fn denial_body(denial: &Denial) -> Bytes {
 }
 
 /// Sends a denial. `close` ends the connection afterwards (e.g. an unread body remains).
-pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingora::Result<()> {
+pub async fn deny(
+    session: &mut ServerSession,
+    denial: &Denial,
+    close: bool,
+) -> pingora::Result<()> {
     let mut headers: Vec<(&'static str, String)> = denial
         .headers
         .iter()
@@ -42,7 +46,7 @@ pub async fn deny(session: &mut Session, denial: &Denial, close: bool) -> pingor
 
 /// Sends a complete response of `content_type` with `Content-Length` and `extra_headers`.
 pub async fn body(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: StatusCode,
     content_type: &str,
     body: Bytes,
@@ -58,18 +62,16 @@ pub async fn body(
         header.append_header(*name, value.as_str())?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), head_only)
-        .await?;
+    session.write_response_header(Box::new(header)).await?;
     if !head_only {
-        session.write_response_body(Some(body), true).await?;
+        session.write_response_body(body, true).await?;
     }
     Ok(())
 }
 
 /// Sends a complete JSON response with `Content-Length`.
 pub async fn json(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: StatusCode,
     json: Bytes,
     extra_headers: &[(&'static str, String)],

@@ -3,19 +3,20 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use modelgate_config::ConfigError;
 
 use crate::admin::Admin;
+use crate::data_plane::Gateway;
 use crate::embedded::InferencePool;
 use crate::health::{HealthChecker, UpstreamHealth};
+use crate::http_service::HttpService;
 use crate::keys_cli;
 use crate::pipeline::Shared;
-use crate::proxy::Gateway;
 use crate::reload::{Reloader, SighupReload, WatchReload};
 use crate::secrets::read_secret;
 use crate::snapshot::Snapshot;
@@ -118,7 +119,7 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         snapshot: Arc::clone(&reloader.snapshot),
         shared,
     };
-    let mut data = http_proxy_service_with_name(&server.configuration, gateway, "modelgate data");
+    let mut data = Service::new("modelgate data".into(), HttpService(gateway));
     data.add_tcp(&settings.listen.to_string());
     let health = Arc::new(UpstreamHealth::default());
     if let Some(interval) = settings.upstream_check_interval {
@@ -136,7 +137,7 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         token: admin_token,
         health,
     };
-    let mut admin = http_proxy_service_with_name(&server.configuration, admin, "modelgate admin");
+    let mut admin = Service::new("modelgate admin".into(), HttpService(admin));
     admin.threads = Some(1);
     admin.add_tcp(&settings.admin_listen.to_string());
     server.add_service(data);

@@ -220,7 +220,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, Inval
         names.push((name, from..from + field.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(names.len());
+    // Room for the fields added on the way downstream (`Date`, `Connection`, a route's
+    // response headers) without the map growing and rehashing.
+    let mut headers = HeaderMap::with_capacity(names.len() + 4);
     for (name, range) in names {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| Invalid("a response header value is invalid"))?;

@@ -241,8 +241,8 @@ fn every_error_case_is_a_specific_json_error() {
         400,
         "bad_request",
     );
-    // Conflicting framing never reaches the pipeline: Pingora's HTTP parser answers a bare
-    // 400 and closes the connection (request smuggling defence).
+    // Conflicting framing never reaches the pipeline: Pingora's HTTP parser refuses the head,
+    // answered with 400 and a close (request smuggling defence; tests/tests/downstream.rs).
     let r = client::send(a, b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}");
     assert_eq!((r.status, r.header("connection")), (400, Some("close")));
     // Declared too large: refused before the body is read, and the connection is closed.

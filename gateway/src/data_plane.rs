@@ -1,18 +1,15 @@
-//! The Pingora `ProxyHttp` implementation: thin. Everything happens in `request_filter`
-//! (the pipeline answers every request itself), so Pingora never opens an upstream on its
-//! own and a refused request cannot leak a byte upstream.
+//! The data-plane service: every request goes through the pipeline, which answers it (a
+//! refused request never reaches an upstream), then into the metrics, trace and access log.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use opentelemetry::KeyValue;
-use pingora::modules::http::HttpModules;
-use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType};
+use pingora::Error;
+use pingora::protocols::http::ServerSession;
 
+use crate::http_service::Responder;
 use crate::metrics::{METRICS, RequestRecord};
 use crate::pipeline::{self, Outcome, Shared};
 use crate::snapshot::Snapshot;
@@ -30,13 +27,8 @@ pub struct RequestCtx {
     outcome: Outcome,
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    /// No downstream modules: Pingora's default adds a (disabled) response-compression
-    /// module that still allocates and runs its filters on every request.
-    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+impl Responder for Gateway {
+    type Ctx = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -46,11 +38,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(
+    async fn respond(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
         ctx: &mut RequestCtx,
-    ) -> pingora::Result<bool> {
+    ) -> pingora::Result<()> {
         let snapshot = self.snapshot.load_full();
         ctx.generation = snapshot.generation;
         let request = session.req_header();
@@ -59,23 +51,10 @@ impl ProxyHttp for Gateway {
             request.method.as_str(),
             request.uri.path(),
         );
-        pipeline::handle(&self.shared, &snapshot, session, &mut ctx.outcome).await?;
-        Ok(true)
+        pipeline::handle(&self.shared, &snapshot, session, &mut ctx.outcome).await
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> pingora::Result<Box<HttpPeer>> {
-        // Unreachable: request_filter always answers.
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "no upstream outside the pipeline",
-        ))
-    }
-
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+    fn log(&self, session: &ServerSession, error: Option<&Error>, ctx: &mut RequestCtx) {
         let mut trace = std::mem::take(&mut ctx.outcome.trace);
         let o = &ctx.outcome;
         let total = ctx.started.elapsed();

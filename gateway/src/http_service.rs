@@ -1,0 +1,146 @@
+//! Serving HTTP/1.1 on Pingora's listeners without its proxy layer. Every modelgate service
+//! answers each request itself (the pipeline talks to upstreams on its own), so a
+//! connection is a plain loop — read a request head, answer it, log it, reuse the
+//! connection — with no per-request boxed future, cache, module or subrequest machinery.
+//! Pingora's proxy layer spent a sixth of the routing path's instructions moving its
+//! ~5 KB request future into boxes (docs/BENCHMARKS.md).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::ErrorType;
+use pingora::apps::ServerApp;
+use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::server::ReusableHttpStream;
+use pingora::server::ShutdownWatch;
+
+use modelgate_plugins::{Code, Denial};
+
+use crate::respond;
+
+/// Idle time allowed between requests on a kept-alive client connection (Pingora's default).
+const KEEPALIVE_SECS: u64 = 60;
+
+/// A service that answers every request itself.
+pub trait Responder: Send + Sync + 'static {
+    /// Per-request state, handed to `log` once the request is over.
+    type Ctx: Send;
+
+    fn new_ctx(&self) -> Self::Ctx;
+
+    /// Answers one request (the head is read). `Err` only when the client connection
+    /// broke; the connection is then dropped.
+    fn respond(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = pingora::Result<()>> + Send;
+
+    /// Called once per answered request, after its response (or its failure).
+    fn log(&self, _session: &ServerSession, _error: Option<&pingora::Error>, _ctx: &mut Self::Ctx) {
+    }
+}
+
+/// A [`Responder`] as a Pingora application: `Service::new(name, HttpService(responder))`.
+pub struct HttpService<R>(pub R);
+
+#[async_trait]
+impl<R: Responder> ServerApp for HttpService<R> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut shutdown = shutdown.clone();
+        let mut session = ServerSession::new_http1(stream);
+        loop {
+            let draining = *shutdown.borrow();
+            session.set_keepalive((!draining).then_some(KEEPALIVE_SECS));
+            // Biased: a request already buffered is answered even when shutdown begins.
+            let read = tokio::select! {
+                biased;
+                read = session.read_request() => read,
+                _ = shutdown.changed(), if !draining => return None,
+            };
+            match read {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                        let denial = Denial::new(Code::BadRequest, "malformed HTTP request");
+                        refuse(&mut session, 400, &denial).await;
+                    }
+                    return None;
+                }
+            }
+            if session.req_header().method == http::Method::CONNECT {
+                let denial = Denial::new(Code::MethodNotAllowed, "CONNECT is not supported");
+                refuse(&mut session, 405, &denial).await;
+                return None;
+            }
+            // Pipelining stays off (Pingora's default): bytes sent ahead of the response
+            // keep the connection from being reused, so there is no prefix to carry over.
+            let (stream, _) = self.answer(session).await?.into_parts();
+            session = ServerSession::new_http1(stream);
+        }
+    }
+}
+
+impl<R: Responder> HttpService<R> {
+    /// Answers the request whose head `session` holds; the connection back when it can
+    /// carry another request.
+    async fn answer(&self, mut session: ServerSession) -> Option<ReusableHttpStream> {
+        let mut ctx = self.0.new_ctx();
+        match self.0.respond(&mut session, &mut ctx).await {
+            Ok(()) => {
+                self.0.log(&session, None, &mut ctx);
+                drop(ctx);
+                session.finish().await.ok().flatten()
+            }
+            Err(e) => {
+                // Normally a broken client connection; anything else that left the request
+                // unanswered still gets an answer.
+                if session.response_written().is_none() {
+                    let denial = Denial::new(Code::Internal, "the request could not be answered");
+                    refuse(&mut session, 500, &denial).await;
+                }
+                self.0.log(&session, Some(&e), &mut ctx);
+                None
+            }
+        }
+    }
+}
+
+/// Answers a request the service will not serve and closes the connection.
+async fn refuse(session: &mut ServerSession, status: u16, denial: &Denial) {
+    let body = respond::denial_body(denial);
+    let Ok(mut header) = ResponseHeader::build_no_case(status, Some(4)) else {
+        return;
+    };
+    let fields: [(http::HeaderName, Bytes); 4] = [
+        (
+            http::header::CONTENT_TYPE,
+            Bytes::from_static(b"application/json"),
+        ),
+        (
+            http::header::CONTENT_LENGTH,
+            Bytes::from(body.len().to_string()),
+        ),
+        (http::header::CACHE_CONTROL, Bytes::from_static(b"no-store")),
+        (http::header::CONNECTION, Bytes::from_static(b"close")),
+    ];
+    for (name, value) in fields {
+        if header.insert_header(name, value.as_ref()).is_err() {
+            return;
+        }
+    }
+    // Sets keep-alive off and writes the head and body, even without a parsed request.
+    if let Err(e) = session.write_error_response(header, body).await {
+        log::debug!("cannot send the {status} refusal: {e}");
+    }
+    session.shutdown().await;
+}

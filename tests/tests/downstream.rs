@@ -1,0 +1,80 @@
+//! The client connection itself (`gateway/src/http_service.rs`): malformed heads and
+//! `CONNECT` answered with a JSON error and a close, keep-alive across many requests, and
+//! idle connections closed as soon as a graceful shutdown begins.
+
+use std::time::{Duration, Instant};
+
+use modelgate_e2e::client::Conn;
+use modelgate_e2e::gateway::{GatewayProcess, digits_route};
+
+const LIVE: &[u8] = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[test]
+fn malformed_heads_and_connect_get_a_json_error_and_a_close() {
+    let gw = GatewayProcess::start(&digits_route());
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost t\r\n\r\n", 400, "bad_request"),
+        (
+            b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            400,
+            "bad_request",
+        ),
+        (
+            b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n",
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (raw, status, code) in cases {
+        let mut conn = Conn::open(gw.addr).unwrap();
+        let r = conn.request(raw).unwrap();
+        let shown = String::from_utf8_lossy(raw);
+        assert_eq!(
+            (r.status, r.error_code().as_str(), r.header("connection")),
+            (status, code, Some("close")),
+            "{shown}"
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(conn.is_closed(Duration::from_secs(5)), "{shown}");
+    }
+    // None of it broke the gateway.
+    assert_eq!(
+        Conn::open(gw.addr).unwrap().request(LIVE).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn one_connection_carries_many_requests() {
+    let gw = GatewayProcess::start(&digits_route());
+    let mut conn = Conn::open(gw.addr).unwrap();
+    for i in 0..200 {
+        let r = conn.request(LIVE).unwrap();
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.header("connection"), Some("keep-alive"), "request {i}");
+    }
+    // A refusal that leaves nothing unread keeps the connection too.
+    let r = conn
+        .request(b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(conn.request(LIVE).unwrap().status, 200);
+}
+
+#[test]
+fn idle_connections_close_when_shutdown_begins() {
+    let mut gw = GatewayProcess::start(&digits_route());
+    let mut idle = Conn::open(gw.addr).unwrap();
+    assert_eq!(idle.request(LIVE).unwrap().status, 200);
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    // Closed at once, not when the 1 s grace period or the 60 s keep-alive ends.
+    assert!(idle.is_closed(Duration::from_millis(800)));
+    assert!(
+        signalled.elapsed() < Duration::from_millis(800),
+        "closed after {:?}",
+        signalled.elapsed()
+    );
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
+}
