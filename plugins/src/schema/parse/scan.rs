@@ -12,12 +12,28 @@ use super::{Ctx, Scalar, Walker, data_pointer};
 /// Reading position in a JSON document.
 pub(crate) struct Scanner<'r> {
     raw: &'r [u8],
+    /// `raw` as text, when the whole document was checked to be UTF-8 up front: strings
+    /// are then sliced from it instead of each being checked on its own.
+    text: Option<&'r str>,
     at: usize,
 }
 
 impl<'r> Scanner<'r> {
     pub fn new(raw: &'r [u8]) -> Self {
-        Scanner { raw, at: 0 }
+        Scanner {
+            raw,
+            text: None,
+            at: 0,
+        }
+    }
+
+    /// A scanner over a whole document (JSON text is UTF-8: one check for all its strings).
+    pub fn over_text(text: &'r str) -> Self {
+        Scanner {
+            raw: text.as_bytes(),
+            text: Some(text),
+            at: 0,
+        }
     }
 
     /// The next byte that is not JSON whitespace, not consumed.
@@ -64,8 +80,13 @@ impl<'r> Scanner<'r> {
         if rest[len] != b'"' {
             return None;
         }
+        let start = self.at;
         self.at += len + 1;
-        std::str::from_utf8(&rest[..len]).ok()
+        match self.text {
+            // Both ends sit next to a quote, so on character boundaries.
+            Some(text) => text.get(start..start + len),
+            None => std::str::from_utf8(&rest[..len]).ok(),
+        }
     }
 
     /// Where the next byte that is not whitespace is.
@@ -525,6 +546,21 @@ mod tests {
             let skipped = s.skip_value(128).is_some() && s.at_end();
             let serde = serde_json::from_str::<serde_json::Value>(&text).is_ok();
             prop_assert_eq!(skipped, serde, "{}", text);
+        }
+
+        /// A string reads the same from a document checked as text up front as from its
+        /// bytes (any characters, escapes and controls included), and as serde_json reads
+        /// it wherever it is taken.
+        #[test]
+        fn strings_over_text_read_as_over_bytes(inner in "(\\PC|[\\\\\"\u{0}-\u{1f}])*") {
+            let text = format!("\"{inner}\" ");
+            let over_bytes = Scanner::new(text.as_bytes()).string();
+            let mut scanner = Scanner::over_text(&text);
+            let over_text = scanner.string();
+            prop_assert_eq!(over_text, over_bytes, "{:?}", text);
+            if let Some(taken) = over_text.filter(|_| scanner.at_end()) {
+                prop_assert_eq!(Some(taken.to_string()), serde_json::from_str::<String>(&text).ok());
+            }
         }
 
         /// A number is read exactly as serde_json reads it, and refused where it refuses it.

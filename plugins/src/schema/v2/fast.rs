@@ -17,11 +17,13 @@ pub(super) fn parse_request(
     contract: &ModelContract,
     ctx: &mut Ctx<'_>,
 ) -> Option<RawRequest> {
+    // Bytes that are not UTF-8 are not JSON text: the serde path says so.
+    let text = std::str::from_utf8(body).ok()?;
     let start = ctx.checkpoint();
     let problems = ctx.problems();
     ctx.budget(body.len());
     let mut reader = Reader {
-        s: Scanner::new(body),
+        s: Scanner::over_text(text),
         ctx,
         contract,
     };

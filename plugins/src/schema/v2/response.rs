@@ -118,7 +118,7 @@ impl Pass {
 /// The one-pass reader: the layout and scores of a response of the usual shape, `None` for
 /// anything else.
 fn read(body: &[u8], pass: Pass, name: &str, expected: usize) -> Option<(Layout, Vec<f32>)> {
-    let mut s = Scanner::new(body);
+    let mut s = Scanner::over_text(std::str::from_utf8(body).ok()?);
     let mut found = None;
     s.eat(b'{')?;
     if s.peek()? == b'}' {
