@@ -9,10 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::ErrorType;
 use pingora::apps::ServerApp;
-use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::server::ReusableHttpStream;
@@ -72,14 +70,14 @@ impl<R: Responder> ServerApp for HttpService<R> {
                 Err(e) => {
                     if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
                         let denial = Denial::new(Code::BadRequest, "malformed HTTP request");
-                        refuse(&mut session, 400, &denial).await;
+                        respond::refuse_and_close(&mut session, &denial).await;
                     }
                     return None;
                 }
             }
             if session.req_header().method == http::Method::CONNECT {
                 let denial = Denial::new(Code::MethodNotAllowed, "CONNECT is not supported");
-                refuse(&mut session, 405, &denial).await;
+                respond::refuse_and_close(&mut session, &denial).await;
                 return None;
             }
             // Pipelining stays off (Pingora's default): bytes sent ahead of the response
@@ -98,6 +96,8 @@ impl<R: Responder> HttpService<R> {
         match self.0.respond(&mut session, &mut ctx).await {
             Ok(()) => {
                 self.0.log(&session, None, &mut ctx);
+                // The request's state (its limiter permits) goes before the connection is
+                // finished (any unread body drained).
                 drop(ctx);
                 session.finish().await.ok().flatten()
             }
@@ -106,41 +106,11 @@ impl<R: Responder> HttpService<R> {
                 // unanswered still gets an answer.
                 if session.response_written().is_none() {
                     let denial = Denial::new(Code::Internal, "the request could not be answered");
-                    refuse(&mut session, 500, &denial).await;
+                    respond::refuse_and_close(&mut session, &denial).await;
                 }
                 self.0.log(&session, Some(&e), &mut ctx);
                 None
             }
         }
     }
-}
-
-/// Answers a request the service will not serve and closes the connection.
-async fn refuse(session: &mut ServerSession, status: u16, denial: &Denial) {
-    let body = respond::denial_body(denial);
-    let Ok(mut header) = ResponseHeader::build_no_case(status, Some(4)) else {
-        return;
-    };
-    let fields: [(http::HeaderName, Bytes); 4] = [
-        (
-            http::header::CONTENT_TYPE,
-            Bytes::from_static(b"application/json"),
-        ),
-        (
-            http::header::CONTENT_LENGTH,
-            Bytes::from(body.len().to_string()),
-        ),
-        (http::header::CACHE_CONTROL, Bytes::from_static(b"no-store")),
-        (http::header::CONNECTION, Bytes::from_static(b"close")),
-    ];
-    for (name, value) in fields {
-        if header.insert_header(name, value.as_ref()).is_err() {
-            return;
-        }
-    }
-    // Sets keep-alive off and writes the head and body, even without a parsed request.
-    if let Err(e) = session.write_error_response(header, body).await {
-        log::debug!("cannot send the {status} refusal: {e}");
-    }
-    session.shutdown().await;
 }

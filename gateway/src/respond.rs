@@ -52,21 +52,49 @@ pub async fn body(
     body: Bytes,
     extra_headers: &[(&'static str, String)],
 ) -> pingora::Result<()> {
-    // Without Pingora's original-case name map: names are lower case anyway, and each
-    // header costs far less to add (see `forward::downstream_response`).
-    let mut header = ResponseHeader::build_no_case(status, Some(3 + extra_headers.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    for (name, value) in extra_headers {
-        header.append_header(*name, value.as_str())?;
-    }
+    let header = head(status, content_type, body.len(), extra_headers)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(header)).await?;
     if !head_only {
         session.write_response_body(body, true).await?;
     }
     Ok(())
+}
+
+/// Refuses what came on the connection before any request could be served (a malformed
+/// head, `CONNECT`) and closes it. Works without a parsed request.
+pub async fn refuse_and_close(session: &mut ServerSession, denial: &Denial) {
+    let body = denial_body(denial);
+    let close = [("connection", "close".to_string())];
+    match head(denial.status(), "application/json", body.len(), &close) {
+        // Turns keep-alive off, then writes the head and the body.
+        Ok(header) => {
+            if let Err(e) = session.write_error_response(header, body).await {
+                log::debug!("cannot send the {} refusal: {e}", denial.code.as_str());
+            }
+        }
+        Err(e) => log::error!("cannot build the {} refusal: {e}", denial.code.as_str()),
+    }
+    session.shutdown().await;
+}
+
+/// The head of a complete response of `content_type` and `len` bytes, never cached.
+fn head(
+    status: StatusCode,
+    content_type: &str,
+    len: usize,
+    extra_headers: &[(&'static str, String)],
+) -> pingora::Result<ResponseHeader> {
+    // Without Pingora's original-case name map: names are lower case anyway, and each
+    // header costs far less to add (see `forward::downstream_response`).
+    let mut header = ResponseHeader::build_no_case(status, Some(3 + extra_headers.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra_headers {
+        header.append_header(*name, value.as_str())?;
+    }
+    Ok(header)
 }
 
 /// Sends a complete JSON response with `Content-Length`.

@@ -63,7 +63,6 @@ impl Setup {
         self.dir.path().join("modelgate.toml")
     }
 
-    /// Sets an environment variable for the gateway and CLI processes.
     /// Adds `lines` (each ending in a newline) to the `[server]` section.
     pub fn server(self, lines: &str) -> Setup {
         self.replace_line("[server]\n", &format!("[server]\n{lines}"))
@@ -89,6 +88,15 @@ impl Setup {
         self.replace_line(WATCH_OFF, &format!("watch_interval = {interval:?}\n"))
     }
 
+    /// Sets the shutdown grace period (1 s unless set here), e.g. `"10s"`.
+    pub fn grace_period(self, period: &str) -> Setup {
+        self.replace_line(
+            "grace_period = \"1s\"\n",
+            &format!("grace_period = {period:?}\n"),
+        )
+    }
+
+    /// Sets an environment variable for the gateway and CLI processes.
     pub fn env(mut self, key: &str, value: &str) -> Setup {
         self.env.push((key.to_string(), value.to_string()));
         self
