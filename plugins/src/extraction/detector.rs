@@ -505,13 +505,11 @@ impl Detector {
             queries.push(q);
         }
         let owner = self.owner(who.consumer);
-        let links: Vec<Option<u64>> = queries
-            .iter()
-            .map(|q| {
-                self.global
-                    .linked(q, owner, now, &self.model, &self.options)
-            })
-            .collect();
+        for q in &mut queries {
+            q.linked = self
+                .global
+                .linked(q, owner, now, &self.model, &self.options);
+        }
 
         // The consumer's own stream.
         let mut entry = match self.consumers.get_mut(who.consumer) {
@@ -531,16 +529,12 @@ impl Detector {
         }
         e.tracker
             .add_volume(n, now, self.options.volume_half_life_secs);
-        let suspicious: Vec<bool> = queries
-            .iter()
-            .zip(&links)
-            .map(|(q, link)| {
-                let out = e.tracker.ingest(&self.model, q, link.is_some());
-                out.probe || q.ood
-            })
-            .collect();
-        if let Some(owner) = links.iter().flatten().next()
-            && let Some(name) = self.flagged_names.get(owner)
+        for q in &mut queries {
+            let out = e.tracker.ingest(&self.model, q, q.linked.is_some());
+            q.suspicious = out.probe || q.ood;
+        }
+        if let Some(owner) = queries.iter().find_map(|q| q.linked)
+            && let Some(name) = self.flagged_names.get(&owner)
         {
             e.linked_to = Some(name.clone());
         }
@@ -558,7 +552,7 @@ impl Detector {
             }
             // Only suspicious queries: a flagged consumer's natural-looking queries (a seed
             // set, a replay) must not link benign consumers who query the same data.
-            for (q, _) in queries.iter().zip(&suspicious).filter(|(_, s)| **s) {
+            for q in queries.iter().filter(|q| q.suspicious) {
                 let keys: Vec<u64> = q.hashes[..q.n_hashes]
                     .iter()
                     .map(|h| global_key(*h))

@@ -24,6 +24,8 @@ pub(crate) const MAX_HASHES: usize = 32;
 /// Most window hashes a query keeps before choosing the smallest (wider rows keep the
 /// smallest this many as they go).
 const MAX_WINDOWS: usize = 256;
+/// Widest row whose per-query scratch lives on the stack.
+const STACK_FEATURES: usize = 1024;
 /// Fingerprint sequence numbers are 24 bits.
 const SEQ_MASK: u32 = 0x00FF_FFFF;
 
@@ -40,6 +42,12 @@ pub(crate) struct Query {
     pub ood: bool,
     pub low_margin: bool,
     pub cell: u32,
+    /// The flagged consumer (owner key) whose recent query this row near-duplicates, from
+    /// the global index (set by the detector before the row is ingested).
+    pub linked: Option<u64>,
+    /// The consumer's tracker found the row itself suspicious: probing or out of
+    /// distribution (set by the detector after ingesting it).
+    pub suspicious: bool,
 }
 
 impl Query {
@@ -54,6 +62,8 @@ impl Query {
             ood: false,
             low_margin: false,
             cell: 0,
+            linked: None,
+            suspicious: false,
         }
     }
 
@@ -62,12 +72,22 @@ impl Query {
         let q = &m.q;
         let inv8 = 1.0 / m.u8_unit;
         let inv16 = 1.0 / m.u16_unit;
-        let mut bins = vec![0u8; m.d];
+        // Fingerprint bins, with 8 bytes of zeros after the row so every window start can
+        // read a whole word; on the stack for rows up to `STACK_FEATURES` wide.
+        let mut stack = [0u8; STACK_FEATURES + 8];
+        let mut heap = Vec::new();
+        let padded: &mut [u8] = if m.d <= STACK_FEATURES {
+            &mut stack[..m.d + 8]
+        } else {
+            heap.resize(m.d + 8, 0);
+            &mut heap
+        };
+        let (bins, _) = padded.split_at_mut(m.d);
         for (((&x, q8), q16), bin) in row
             .iter()
             .zip(&mut self.q8)
             .zip(&mut self.q16)
-            .zip(&mut bins)
+            .zip(bins.iter_mut())
         {
             let v = x - m.min;
             *q8 = round_clamped(v * inv8, 255.0) as u8;
@@ -82,23 +102,34 @@ impl Query {
         // Blacklight-style fingerprint: quantise, hash every sliding window with its
         // position and the salt, keep the smallest hashes.
         let w = q.fingerprint_window;
-        let windows = m.d + 1 - w;
-        let mut all: Vec<u64> = Vec::with_capacity(windows.min(MAX_WINDOWS));
+        let mut scratch = [0u64; MAX_WINDOWS];
+        let mut len = 0;
+        let (padded, bins): (&[u8], &[u8]) = (padded, &padded[..m.d]);
+        let word_mask = u64::MAX >> (8 * 8usize.saturating_sub(w));
         for (start, window) in bins.windows(w).enumerate() {
-            let mut h = salt ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            for &b in window {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-            }
-            let h = mix64(h);
-            if all.len() < MAX_WINDOWS {
-                all.push(h);
-            } else if let Some(max) = all.iter_mut().max() {
+            let position = salt ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let h = if w <= 8 {
+                // The window's bins fit one word: one mix per window, not a chain of
+                // dependent multiplies per bin.
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&padded[start..start + 8]);
+                mix64(position ^ (u64::from_le_bytes(word) & word_mask))
+            } else {
+                mix64(window.iter().fold(position, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+                }))
+            };
+            if len < MAX_WINDOWS {
+                scratch[len] = h;
+                len += 1;
+            } else if let Some(max) = scratch.iter_mut().max() {
                 // More windows than the scratch holds: keep the smallest MAX_WINDOWS.
                 if h < *max {
                     *max = h;
                 }
             }
         }
+        let all = &mut scratch[..len];
         let keep = q.fingerprint_hashes.min(MAX_HASHES).min(all.len());
         if keep > 0 && keep < all.len() {
             all.select_nth_unstable(keep - 1);
@@ -572,21 +603,25 @@ fn global_key_parts(tag: u64, slot: usize) -> u64 {
 /// changed: a sign-gradient step (x ± λ) moves most features by the same amount.
 fn sign_step_share(a: &[u8], b: &[u8]) -> Option<f32> {
     let mut hist = [0u16; 256];
-    let mut changed = 0usize;
+    let (mut changed, mut lo, mut hi) = (0usize, 255usize, 0usize);
     for (x, y) in a.iter().zip(b) {
         let t = x.abs_diff(*y);
         if t > 1 {
             hist[usize::from(t)] += 1;
             changed += 1;
+            lo = lo.min(usize::from(t));
+            hi = hi.max(usize::from(t));
         }
     }
-    if changed * 4 < a.len() {
+    if changed == 0 || changed * 4 < a.len() {
         return None;
     }
-    let best = hist[1..254]
+    // Windows of three magnitudes that hold any change: those starting in lo−2..=hi.
+    let (first, last) = (lo.saturating_sub(2).max(1), hi.min(253));
+    let best = hist[first..=last]
         .iter()
-        .zip(&hist[2..255])
-        .zip(&hist[3..256])
+        .zip(&hist[first + 1..])
+        .zip(&hist[first + 2..])
         .map(|((x, y), z)| u32::from(*x) + u32::from(*y) + u32::from(*z))
         .max()
         .unwrap_or(0);
@@ -642,6 +677,29 @@ mod tests {
             let (a, b): (Vec<u8>, Vec<u8>) = pairs.into_iter().unzip();
             let plain: u32 = a.iter().zip(&b).map(|(x, y)| u32::from(x.abs_diff(*y)).pow(2)).sum();
             prop_assert_eq!(sq_dist_u8(&a, &b), plain);
+        }
+
+        /// The scan bounded to the magnitudes that occur gives the full scan's share.
+        #[test]
+        fn sign_step_share_equals_the_full_scan(
+            a in prop::collection::vec(any::<u8>(), 1..80),
+            steps in prop::collection::vec(prop_oneof![-3i16..=3, any::<u8>().prop_map(i16::from)], 80),
+        ) {
+            let b: Vec<u8> = a.iter().zip(&steps).map(|(x, s)| (i16::from(*x) + s).clamp(0, 255) as u8).collect();
+            let mut hist = [0u32; 256];
+            let mut changed = 0;
+            for (x, y) in a.iter().zip(&b) {
+                let t = x.abs_diff(*y);
+                if t > 1 {
+                    hist[usize::from(t)] += 1;
+                    changed += 1;
+                }
+            }
+            let full = (changed > 0 && changed * 4 >= a.len()).then(|| {
+                let best = (1..254).map(|i| hist[i] + hist[i + 1] + hist[i + 2]).max().unwrap_or(0);
+                best as f32 / changed as f32
+            });
+            prop_assert_eq!(sign_step_share(&a, &b), full);
         }
     }
 
