@@ -16,7 +16,7 @@
 #            bench-lib.sh), which the gateway's guard reads and hardens
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
-#            release binary), same config, /open (OTHER_ROUTE=full: the full path instead)
+#            release binary), same config, /open (OTHER_ROUTE=full or guarded: that path instead)
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
 #
 #   A=routing B=auth ROUNDS=14 DURATION=10 scripts/bench-ab.sh
@@ -105,10 +105,15 @@ if uses steal; then
 fi
 if uses other; then
     GATEWAY_BIN=$OTHER_BIN second_gateway other "$OTHER_PORT" "$OTHER_ADMIN_PORT"
-    if [[ ${OTHER_ROUTE:-routing} == full ]]; then
-        ((POST)) || die "OTHER_ROUTE=full needs POST=1"
-        URL[other]=http://$HOST:$OTHER_PORT/v2/models/full/infer HEADER[other]=${HEADER[full]}
-    fi
+    case ${OTHER_ROUTE:-routing} in
+        routing) ;;
+        full | guarded)
+            ((POST)) || die "OTHER_ROUTE=$OTHER_ROUTE needs POST=1"
+            URL[other]=http://$HOST:$OTHER_PORT/v2/models/$OTHER_ROUTE/infer
+            HEADER[other]=${HEADER[$OTHER_ROUTE]}
+            ;;
+        *) die "OTHER_ROUTE must be routing, full or guarded" ;;
+    esac
 fi
 if uses nginx; then
     command -v nginx >/dev/null 2>&1 || die "missing: nginx (scripts/install-deps.sh --bench)"
