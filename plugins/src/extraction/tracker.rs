@@ -82,12 +82,11 @@ impl Query {
             heap.resize(m.d + 8, 0);
             &mut heap
         };
-        let (bins, _) = padded.split_at_mut(m.d);
         for (((&x, q8), q16), bin) in row
             .iter()
             .zip(&mut self.q8)
             .zip(&mut self.q16)
-            .zip(bins.iter_mut())
+            .zip(&mut padded[..m.d])
         {
             let v = x - m.min;
             *q8 = round_clamped(v * inv8, 255.0) as u8;
@@ -104,7 +103,8 @@ impl Query {
         let w = q.fingerprint_window;
         let mut scratch = [0u64; MAX_WINDOWS];
         let mut len = 0;
-        let (padded, bins): (&[u8], &[u8]) = (padded, &padded[..m.d]);
+        let padded: &[u8] = padded;
+        let bins = &padded[..m.d];
         let word_mask = u64::MAX >> (8 * 8usize.saturating_sub(w));
         for (start, window) in bins.windows(w).enumerate() {
             let position = salt ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
