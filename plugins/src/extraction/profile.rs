@@ -225,7 +225,7 @@ impl Profile {
 }
 
 /// Sums a query needs against each of a few d-vectors (centroids, projections) at once.
-pub(crate) const LANES: usize = 8;
+pub(crate) const LANES: usize = 4;
 
 /// Rows of d values (row-major in [`ByFeature::new`]) stored feature-major in blocks of
 /// [`LANES`] rows: one pass over a query's features updates `LANES` sums side by side, which

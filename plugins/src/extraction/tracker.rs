@@ -188,14 +188,16 @@ impl Query {
 /// (halves up, like [`f32::round`] for non-negative values). NaN gives 0, like `as`.
 fn round_clamped(x: f32, max: f32) -> u32 {
     let x = x.clamp(0.0, max);
-    let t = x as u32;
-    t + u32::from(x - t as f32 >= 0.5)
+    // `as i32`, not `as u32`: the same on `[0, max]` (callers' `max` fits an `i32`), and
+    // one conversion instruction instead of an unsigned conversion sequence.
+    let t = x as i32;
+    (t + i32::from(x - t as f32 >= 0.5)) as u32
 }
 
 /// `x.floor().clamp(0.0, max)` as an integer, without a `floorf` call (equal for every `x`,
 /// as for [`round_clamped`]).
 fn floor_clamped(x: f32, max: f32) -> u32 {
-    x.clamp(0.0, max) as u32
+    x.clamp(0.0, max) as i32 as u32
 }
 
 /// What one query did to a tracker (calibration reads these; the detector ignores most).
