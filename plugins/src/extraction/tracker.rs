@@ -730,6 +730,60 @@ mod tests {
         assert_eq!(floor_clamped(f32::NAN, 255.0), 0);
     }
 
+    /// The fingerprint keeps the smallest salted hashes of every window, each hash taken
+    /// over the window's bins packed into a word (windows up to 8) or chained (wider), for
+    /// rows on the stack scratch and wider ones on the heap.
+    #[test]
+    fn fingerprints_are_the_smallest_window_hashes() {
+        let shipped = testkit::shipped_profile();
+        let mut rng = SplitMix64::new(11);
+        for (d, w) in [
+            (64, 6),
+            (64, 8),
+            (64, 12),
+            (STACK_FEATURES + 76, 6),
+            (STACK_FEATURES + 76, 12),
+        ] {
+            let mut p = shipped.clone();
+            let widen = |v: &[f32]| (0..d).map(|i| v[i % v.len()]).collect::<Vec<f32>>();
+            p.features = d;
+            p.feature_mean = widen(&shipped.feature_mean);
+            p.feature_scale = widen(&shipped.feature_scale);
+            p.centroids = shipped.centroids.iter().map(|c| widen(c)).collect();
+            p.query.fingerprint_window = w;
+            let m = Model::new(&p).unwrap();
+            let row: Vec<f32> = (0..d).map(|_| (rng.next_f64() * 16.0) as f32).collect();
+            let mut q = Query::new(d);
+            q.compute(&m, 77, &row, &vec![0.1; m.k]);
+
+            let bins: Vec<u8> = row
+                .iter()
+                .map(|x| floor_clamped((x - m.min) * m.inv_fingerprint_step, 255.0) as u8)
+                .collect();
+            let mut want: Vec<u64> = bins
+                .windows(w)
+                .enumerate()
+                .map(|(start, window)| {
+                    let position = 77 ^ (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    if w <= 8 {
+                        let mut word = [0u8; 8];
+                        word[..w].copy_from_slice(window);
+                        mix64(position ^ u64::from_le_bytes(word))
+                    } else {
+                        mix64(window.iter().fold(position, |h, &b| {
+                            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+                        }))
+                    }
+                })
+                .collect();
+            want.sort_unstable();
+            want.truncate(m.q.fingerprint_hashes.min(MAX_HASHES));
+            let mut got = q.hashes[..q.n_hashes].to_vec();
+            got.sort_unstable();
+            assert_eq!(got, want, "d {d}, window {w}");
+        }
+    }
+
     /// The feature-major centroid and projection sums give the row-by-row loop's facts.
     #[test]
     fn query_facts_equal_the_row_by_row_computation() {
