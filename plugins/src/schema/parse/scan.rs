@@ -7,9 +7,7 @@
 
 use serde::de::value::Error as NoError;
 
-use super::{Ctx, Scalar, Sink, Walker, data_pointer};
-use crate::schema::contract::Datatype;
-use crate::schema::v2::TensorData;
+use super::{Ctx, Scalar, Sink, Walker, data_pointer, push};
 
 /// Reading position in a JSON document.
 pub(crate) struct Scanner<'r> {
@@ -302,8 +300,8 @@ impl Walker<'_> {
     /// Streams one value made of arrays and numbers from `s` into the walker, under the
     /// same rules as the serde path; `depth` is the nesting already open around it.
     /// `None` for anything else, nesting deeper than `max_depth`, a limit reached (the
-    /// refusal is left in `ctx` for the caller to roll back) or an FP32 array that is not
-    /// all numbers FP32 holds (see [`Walker::fp32_run`]).
+    /// refusal is left in `ctx` for the caller to roll back) or an array of a typed tensor
+    /// that is not all numbers its datatype holds (see [`Walker::typed_run`]).
     pub(crate) fn scan(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -325,8 +323,8 @@ impl Walker<'_> {
         let mut n = 0;
         if s.peek()? == b']' {
             s.at += 1;
-        } else if self.is_fp32() && s.peek()? != b'[' {
-            n = self.fp32_run(ctx, s)?;
+        } else if matches!(self.col.sink, Sink::Typed(..)) && s.peek()? != b'[' {
+            n = self.typed_run(ctx, s)?;
         } else {
             loop {
                 self.scan(ctx, s, depth + 1)?;
@@ -344,19 +342,13 @@ impl Walker<'_> {
         Some(())
     }
 
-    fn is_fp32(&self) -> bool {
-        matches!(
-            self.col.sink,
-            Sink::Typed(Datatype::Fp32, TensorData::F32(_))
-        )
-    }
-
-    /// The elements of an innermost FP32 array, read straight into the tensor: per element
-    /// only the element limit, the number and the push (about half the cost of
+    /// The elements of an innermost array of a typed tensor, read straight into it: per
+    /// element only the element limit, the number and [`push`] (about half the cost of
     /// [`Walker::scan`] per element, the common case). `None` for an array that is not all
-    /// numbers FP32 holds (numbers mixed with arrays, numbers out of range): a problem the
-    /// serde path then finds and reports, as the fast paths give up on every problem.
-    fn fp32_run(&mut self, ctx: &mut Ctx<'_>, s: &mut Scanner<'_>) -> Option<usize> {
+    /// numbers the datatype holds (numbers mixed with arrays, a value out of range): a
+    /// problem the serde path then finds and reports, as the fast paths give up on every
+    /// problem.
+    fn typed_run(&mut self, ctx: &mut Ctx<'_>, s: &mut Scanner<'_>) -> Option<usize> {
         let depth = self.path.len();
         match self.col.leaf_depth {
             None => self.col.leaf_depth = Some(depth),
@@ -364,7 +356,7 @@ impl Walker<'_> {
             Some(_) => {}
         }
         let (base, path) = (self.base, &mut self.path);
-        let Sink::Typed(_, TensorData::F32(out)) = &mut self.col.sink else {
+        let Sink::Typed(dt, data) = &mut self.col.sink else {
             return None;
         };
         let mut n = 0;
@@ -373,17 +365,7 @@ impl Walker<'_> {
                 *last = n;
             }
             ctx.element::<NoError>(|| data_pointer(base, path)).ok()?;
-            // Through `f64`, as `parse::push` converts (`u as f32` could round apart).
-            let x = match s.number()? {
-                Scalar::F(f) => f,
-                Scalar::U(u) => u as f64,
-                Scalar::I(i) => i as f64,
-                _ => return None,
-            } as f32;
-            if !x.is_finite() {
-                return None;
-            }
-            out.push(x);
+            push(data, *dt, s.number()?).ok()?;
             n += 1;
             if !s.more(b']')? {
                 break;
@@ -626,7 +608,7 @@ mod tests {
         /// Where the scan takes a value, the walk leaves exactly what the serde path leaves:
         /// values, counts, nesting, problems and refusals, for every datatype and with tight
         /// element limits. Where it does not, serde_json refuses the document, meets a
-        /// value that is not a number, or (FP32) finds a problem.
+        /// value that is not a number, or (typed sinks) finds a problem.
         #[test]
         fn scan_agrees_with_the_serde_path(
             text in document(),
@@ -641,8 +623,8 @@ mod tests {
                 let plain = !text.contains(['"', 'n', 't', '{']);
                 let refused = slow.starts_with("ok=false") || slow.contains("cannot be a tensor element");
                 let problem = !slow.contains(" problems=0 ") || slow.contains(" nesting=None ");
-                let fp32_problem = sink == Some(Datatype::Fp32) && problem;
-                prop_assert!(refused || !plain || fp32_problem, "scan refused what serde takes: {}", text);
+                let typed_problem = sink.is_some() && problem;
+                prop_assert!(refused || !plain || typed_problem, "scan refused what serde takes: {}", text);
             }
         }
     }
