@@ -783,6 +783,20 @@ impl Collected {
         (self.levels.len() == depth && !self.levels.contains(&UNSET)).then_some(&self.levels[..])
     }
 
+    /// Records that values sit at nesting `depth`; `false`, with the nesting marked ragged,
+    /// when earlier values sat at another depth.
+    fn leaf_at(&mut self, depth: usize) -> bool {
+        match self.leaf_depth {
+            None => self.leaf_depth = Some(depth),
+            Some(d) if d != depth => {
+                self.ragged = true;
+                return false;
+            }
+            Some(_) => {}
+        }
+        true
+    }
+
     fn record_level(&mut self, depth: usize, n: usize) {
         if self.levels.len() <= depth {
             self.levels.resize(depth + 1, UNSET);
@@ -853,11 +867,7 @@ impl<'a> Walker<'a> {
             ctx.problem(|| data_pointer(base, path), "must be an array");
             return Ok(());
         }
-        match self.col.leaf_depth {
-            None => self.col.leaf_depth = Some(depth),
-            Some(d) if d != depth => self.col.ragged = true,
-            Some(_) => {}
-        }
+        self.col.leaf_at(depth);
         self.col.len += 1;
         match &mut self.col.sink {
             Sink::Typed(dt, data) => {

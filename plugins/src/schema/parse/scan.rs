@@ -349,11 +349,8 @@ impl Walker<'_> {
     /// problem the serde path then finds and reports, as the fast paths give up on every
     /// problem.
     fn typed_run(&mut self, ctx: &mut Ctx<'_>, s: &mut Scanner<'_>) -> Option<usize> {
-        let depth = self.path.len();
-        match self.col.leaf_depth {
-            None => self.col.leaf_depth = Some(depth),
-            Some(d) if d != depth => return None,
-            Some(_) => {}
+        if !self.col.leaf_at(self.path.len()) {
+            return None;
         }
         let (base, path) = (self.base, &mut self.path);
         let Sink::Typed(dt, data) = &mut self.col.sink else {
