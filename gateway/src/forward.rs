@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use pingora::ErrorType;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use tokio::net::TcpStream;
 
@@ -23,7 +24,7 @@ use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
 use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
-use crate::upstream_http1::{self, Body, UpstreamError};
+use crate::upstream_http1::{self, Body, Request, RequestWriter, UpstreamError};
 use crate::upstream_pool::UpstreamPool;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
@@ -34,6 +35,16 @@ const X_MODELGATE_PLAN: HeaderName = HeaderName::from_static("x-modelgate-plan")
 const X_MODELGATE_CREDENTIAL: HeaderName = HeaderName::from_static("x-modelgate-credential");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Request headers that are never passed on: set by the gateway itself (framing,
+/// `X-Forwarded-For`, `traceparent`) or meant for it alone (`Expect`,
+/// `Proxy-Authorization`).
+static SET_BY_THE_GATEWAY: [HeaderName; 5] = [
+    header::EXPECT,
+    header::PROXY_AUTHORIZATION,
+    header::CONTENT_LENGTH,
+    X_FORWARDED_FOR,
+    TRACEPARENT,
+];
 
 /// Who the upstream is told is calling, and which credentials to hold back.
 pub struct Identity<'a> {
@@ -193,7 +204,7 @@ impl HttpUpstreams {
         in_flight: &mut Option<Admission>,
         traceparent: Option<HeaderValue>,
     ) -> Result<Forwarded, ForwardError> {
-        let head = self.upstream_request(session, &backend.base_path, call, traceparent)?;
+        let request = self.upstream_request(session, &backend.base_path, call, traceparent)?;
         let link = Link {
             pool,
             addr: backend.addr,
@@ -205,7 +216,7 @@ impl HttpUpstreams {
         // eventfd, one `write` system call per timer and request.
         match pingora::time::timeout(
             self.total_timeout,
-            exchange(&link, session, &head, call, in_flight),
+            exchange(&link, session, &request, call, in_flight),
         )
         .await
         {
@@ -219,14 +230,18 @@ impl HttpUpstreams {
         }
     }
 
+    /// The request the upstream gets, written straight into its wire bytes: the target
+    /// rewritten for the backend, hop-by-hop and gateway-only headers left out, identity,
+    /// framing, `X-Forwarded-For` and `traceparent` set by the gateway. Names go upstream in
+    /// lower case (HTTP header names are case-insensitive).
     fn upstream_request(
         &self,
         session: &ServerSession,
         base_path: &str,
         call: &Call<'_>,
         traceparent: Option<HeaderValue>,
-    ) -> Result<http::request::Parts, ForwardError> {
-        let (identity, prefix_len) = (&call.identity, call.prefix_len);
+    ) -> Result<Request, ForwardError> {
+        let identity = &call.identity;
         let downstream = session.req_header();
         let invalid = || {
             ForwardError::BeforeResponse(Denial::new(
@@ -234,8 +249,81 @@ impl HttpUpstreams {
                 "the request target is invalid",
             ))
         };
+        let target = self.upstream_target(downstream, base_path, call.prefix_len, identity);
+        let target = target.ok_or_else(invalid)?;
+        let guess: usize = downstream
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        let mut head = RequestWriter::new(
+            &downstream.method,
+            &target,
+            target.as_str().len() + guess + 256 + call.body.len(),
+        );
+        let connection_listed = connection_listed(&downstream.headers);
+        let buffered = call.mode != ResponseMode::Stream;
+        let held_back = |name: &HeaderName| {
+            is_hop_by_hop(name)
+                || connection_listed.contains(name)
+                || SET_BY_THE_GATEWAY.contains(name)
+                // Credentials stay here unless the route forwards them.
+                || (identity.strip_credentials && identity.credential_headers.contains(name))
+                // A buffered response is read by the gateway: no content coding.
+                || (buffered && name == header::ACCEPT_ENCODING)
+                // Identity headers come only from the gateway.
+                || name.as_str().starts_with(IDENTITY_PREFIX)
+        };
+        for (name, value) in &downstream.headers {
+            if !held_back(name) {
+                head.field(name, value);
+            }
+        }
+        if let Some(caller) = identity.caller {
+            let values = caller.header_values();
+            for (name, value) in [
+                (X_MODELGATE_CONSUMER, &values.consumer),
+                (X_MODELGATE_PLAN, &values.plan),
+                (X_MODELGATE_CREDENTIAL, &values.credential),
+            ] {
+                // A value that is not a valid header is left out (see `HeaderValues`).
+                if let Some(value) = value {
+                    head.field(&name, value);
+                }
+            }
+        }
+        let had_body_framing = downstream.headers.contains_key(header::CONTENT_LENGTH)
+            || downstream.headers.contains_key(header::TRANSFER_ENCODING);
+        if !call.body.is_empty() || had_body_framing {
+            head.field(&header::CONTENT_LENGTH, &HeaderValue::from(call.body.len()));
+        }
+        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+            let prior = downstream
+                .headers
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .filter(|prior| !prior.trim().is_empty());
+            let value = forwarded_for(prior, peer.ip()).ok_or_else(invalid)?;
+            head.field(&X_FORWARDED_FOR, &value);
+        }
+        if let Some(traceparent) = traceparent {
+            head.field(&TRACEPARENT, &traceparent);
+        }
+        Ok(head.finish(&call.body))
+    }
+
+    /// The target the backend gets: the client's, without an `api_key` parameter when the
+    /// key came that way, under the backend's base path and the route's rewrite prefix.
+    /// `None` if that is not a valid request target.
+    fn upstream_target(
+        &self,
+        downstream: &RequestHeader,
+        base_path: &str,
+        prefix_len: usize,
+        identity: &Identity<'_>,
+    ) -> Option<PathAndQuery> {
         let original = downstream.uri.path_and_query();
-        let uri = match original {
+        match original {
             // The common case, the target unchanged: shared, not copied and parsed again.
             Some(unchanged)
                 if unchanged.as_str().starts_with('/')
@@ -243,7 +331,7 @@ impl HttpUpstreams {
                     && self.rewrite_prefix.is_none()
                     && base_path.trim_end_matches('/').is_empty() =>
             {
-                http::Uri::from(unchanged.clone())
+                Some(unchanged.clone())
             }
             _ => {
                 let original = original.map_or("/", |p| p.as_str());
@@ -257,76 +345,14 @@ impl HttpUpstreams {
                     Some(rewrite) => join_path(base_path, &join_path(rewrite, rest)),
                     None => join_path(base_path, &path_and_query),
                 };
-                http::Uri::try_from(path).map_err(|_| invalid())?
-            }
-        };
-        // A fresh header: each header is copied once (names and values are
-        // reference-counted). Names go upstream in lower case (HTTP header names are
-        // case-insensitive).
-        let (mut parts, ()) = http::Request::builder()
-            .method(downstream.method.clone())
-            .uri(uri)
-            .version(Version::HTTP_11)
-            .body(())
-            .map_err(|_| invalid())?
-            .into_parts();
-        let had_body_framing = downstream.headers.contains_key(header::CONTENT_LENGTH)
-            || downstream.headers.contains_key(header::TRANSFER_ENCODING);
-        let mut strip = hop_by_hop_names(&downstream.headers, true);
-        strip.extend([
-            header::EXPECT,
-            header::PROXY_AUTHORIZATION,
-            header::CONTENT_LENGTH,
-            X_FORWARDED_FOR,
-            TRACEPARENT,
-        ]);
-        // Credentials stay here unless the route forwards them.
-        if identity.strip_credentials {
-            strip.extend(identity.credential_headers.iter().cloned());
-        }
-        if call.mode != ResponseMode::Stream {
-            // A buffered response is read by the gateway: no content coding.
-            strip.push(header::ACCEPT_ENCODING);
-        }
-        let headers = &mut parts.headers;
-        headers.reserve(downstream.headers.len() + 6);
-        for (name, value) in &downstream.headers {
-            // Identity headers come only from the gateway.
-            if !strip.contains(name) && !name.as_str().starts_with(IDENTITY_PREFIX) {
-                headers.append(name.clone(), value.clone());
+                let uri = http::Uri::try_from(path).ok()?;
+                Some(
+                    uri.path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                )
             }
         }
-        if let Some(caller) = identity.caller {
-            let values = caller.header_values();
-            for (name, value) in [
-                (X_MODELGATE_CONSUMER, &values.consumer),
-                (X_MODELGATE_PLAN, &values.plan),
-                (X_MODELGATE_CREDENTIAL, &values.credential),
-            ] {
-                // A value that is not a valid header is left out (see `HeaderValues`).
-                if let Some(value) = value {
-                    headers.insert(name, value.clone());
-                }
-            }
-        }
-        if !call.body.is_empty() || had_body_framing {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(call.body.len()));
-        }
-        if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-            let prior = downstream
-                .headers
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-                .filter(|prior| !prior.trim().is_empty());
-            headers.insert(
-                X_FORWARDED_FOR,
-                forwarded_for(prior, peer.ip()).ok_or_else(invalid)?,
-            );
-        }
-        if let Some(traceparent) = traceparent {
-            headers.insert(TRACEPARENT, traceparent);
-        }
-        Ok(parts)
     }
 }
 
@@ -373,7 +399,7 @@ fn forwarded_for(prior: Option<&str>, peer: IpAddr) -> Option<HeaderValue> {
 async fn exchange(
     link: &Link<'_>,
     session: &mut ServerSession,
-    head: &http::request::Parts,
+    request: &Request,
     call: &Call<'_>,
     in_flight: &mut Option<Admission>,
 ) -> Result<Forwarded, ForwardError> {
@@ -381,7 +407,7 @@ async fn exchange(
     let (response, mut body) = loop {
         attempt += 1;
         let (stream, reused) = link.open().await?;
-        match upstream_http1::exchange(stream, link.io_timeout, head, &call.body).await {
+        match upstream_http1::exchange(stream, link.io_timeout, request).await {
             Ok(answer) => break answer,
             Err(failure) if reused && attempt == 1 && failure.retryable => continue,
             Err(failure) => {
@@ -501,7 +527,7 @@ fn downstream_response(
     mut parts: http::response::Parts,
     extra: &[(&'static str, String)],
 ) -> Box<ResponseHeader> {
-    for name in hop_by_hop_names(&parts.headers, false) {
+    for name in response_hop_by_hop(&parts.headers) {
         parts.headers.remove(&name);
     }
     for (name, value) in extra {
@@ -518,21 +544,27 @@ fn downstream_response(
     Box::new(ResponseHeader::from(parts))
 }
 
-/// The headers named in `Connection` plus the fixed hop-by-hop set (RFC 9110 §7.6.1).
-/// `Transfer-Encoding` is included only `with_framing` (the request side, which is
-/// re-framed with `Content-Length`).
-fn hop_by_hop_names(headers: &HeaderMap, with_framing: bool) -> Vec<HeaderName> {
-    let listed = headers
+/// The headers named in `Connection` (RFC 9110 §7.6.1); usually none, and then no
+/// allocation.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok());
-    let fixed = headers.keys().filter(|k| is_hop_by_hop(k)).cloned();
-    let mut names: Vec<HeaderName> = listed
-        .chain(fixed)
-        .filter(|name| with_framing || *name != header::TRANSFER_ENCODING)
-        .collect();
+        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .collect()
+}
+
+/// The response headers that do not go downstream: those named in `Connection` and the
+/// fixed hop-by-hop set, but `Transfer-Encoding` (Pingora re-frames the body from it).
+fn response_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
+    let fixed = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k) && *k != header::TRANSFER_ENCODING)
+        .cloned();
+    let mut names = connection_listed(headers);
+    names.extend(fixed);
     names.dedup();
     names
 }
@@ -679,13 +711,14 @@ mod tests {
         ] {
             h.append(k, HeaderValue::from_static(v));
         }
-        let response_side = hop_by_hop_names(&h, false);
+        assert_eq!(connection_listed(&h), ["keep-alive", "x-secret-hop"]);
+        let response_side = response_hop_by_hop(&h);
         assert!(!response_side.contains(&header::TRANSFER_ENCODING));
-        assert!(response_side.iter().any(|n| n == "x-secret-hop"));
-        for name in hop_by_hop_names(&h.clone(), true) {
+        for name in response_side {
             h.remove(name);
         }
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["transfer-encoding"], "chunked");
         assert_eq!(h["x-end-to-end"], "kept");
     }
 }

@@ -16,6 +16,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,13 +62,12 @@ pub struct Failure {
     pub retryable: bool,
 }
 
-/// Sends `head` and `body` on `stream` and reads the response head (interim 1xx responses
-/// are skipped; `101 Switching Protocols` is refused); the body follows from [`Body`].
+/// Sends `request` on `stream` and reads the response head (interim 1xx responses are
+/// skipped; `101 Switching Protocols` is refused); the body follows from [`Body`].
 pub async fn exchange(
     stream: TcpStream,
     io_timeout: Duration,
-    head: &http::request::Parts,
-    body: &[u8],
+    request: &Request,
 ) -> Result<(http::response::Parts, Body), Failure> {
     let mut conn = Connection {
         stream,
@@ -78,7 +78,7 @@ pub async fn exchange(
         retryable: !answered && !matches!(error, UpstreamError::Timeout),
         error,
     };
-    if let Err(error) = conn.send(head, body).await {
+    if let Err(error) = conn.send(request).await {
         return Err(failed(error, false));
     }
     let mut answered = false;
@@ -98,7 +98,7 @@ pub async fn exchange(
         if parsed.status.is_informational() {
             continue;
         }
-        let framing = Framing::of(&parsed, &head.method).map_err(|e| invalid(e.0))?;
+        let framing = Framing::of(&parsed, &request.method).map_err(|e| invalid(e.0))?;
         let keep_alive = framing.is_delimited() && allows_keep_alive(&parsed);
         let mut body = Body {
             conn,
@@ -130,21 +130,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn send(
-        &mut self,
-        head: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<(), UpstreamError> {
-        let coalesce = body.len() <= COALESCE_BODY;
-        let mut out =
-            BytesMut::with_capacity(head_size(head) + if coalesce { body.len() } else { 0 });
-        encode_head(head, &mut out);
-        if coalesce {
-            out.extend_from_slice(body);
-        }
-        self.write(&out).await?;
-        if !coalesce {
-            self.write(body).await?;
+    async fn send(&mut self, request: &Request) -> Result<(), UpstreamError> {
+        self.write(&request.wire).await?;
+        if let Some(rest) = &request.rest {
+            self.write(rest).await?;
         }
         Ok(())
     }
@@ -235,37 +224,60 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, Inval
     Ok(Some(parts))
 }
 
-/// The bytes `encode_head` writes, give or take.
-fn head_size(head: &http::request::Parts) -> usize {
-    let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
-    let fields: usize = head
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    head.method.as_str().len() + target + fields + 16
+/// A request ready for the wire (RFC 9112 §3): the head, with the body behind it when the
+/// body is small enough to leave in the same write. Written from `http` types only (the
+/// method, the target, names and values are valid by construction), so nothing in it can
+/// split the message.
+pub struct Request {
+    method: Method,
+    wire: Vec<u8>,
+    /// The body, when it did not go behind the head.
+    rest: Option<Bytes>,
 }
 
-/// `METHOD target HTTP/1.1`, the header fields and the blank line. Names, values, the
-/// method and the target are valid by construction (`http` types), so nothing here can
-/// split the message.
-fn encode_head(head: &http::request::Parts, out: &mut BytesMut) {
-    out.extend_from_slice(head.method.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(
-        head.uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .as_bytes(),
-    );
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+/// Writes a request head straight into the bytes that leave (no header map in between).
+pub struct RequestWriter {
+    method: Method,
+    wire: Vec<u8>,
+}
+
+impl RequestWriter {
+    /// Starts with `METHOD target HTTP/1.1`; `capacity` is a guess at the head's size.
+    pub fn new(method: &Method, target: &PathAndQuery, capacity: usize) -> RequestWriter {
+        let mut wire = Vec::with_capacity(capacity);
+        wire.extend_from_slice(method.as_str().as_bytes());
+        wire.push(b' ');
+        wire.extend_from_slice(target.as_str().as_bytes());
+        wire.extend_from_slice(b" HTTP/1.1\r\n");
+        RequestWriter {
+            method: method.clone(),
+            wire,
+        }
     }
-    out.extend_from_slice(b"\r\n");
+
+    /// Adds the header field `name: value`.
+    pub fn field(&mut self, name: &HeaderName, value: &HeaderValue) {
+        for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+            self.wire.extend_from_slice(part);
+        }
+    }
+
+    /// Ends the head; `body` goes behind it when it is at most [`COALESCE_BODY`] bytes and
+    /// in a second write otherwise.
+    pub fn finish(mut self, body: &Bytes) -> Request {
+        self.wire.extend_from_slice(b"\r\n");
+        let rest = if body.len() <= COALESCE_BODY {
+            self.wire.extend_from_slice(body);
+            None
+        } else {
+            Some(body.clone())
+        };
+        Request {
+            method: self.method,
+            wire: self.wire,
+            rest,
+        }
+    }
 }
 
 /// Whether the upstream allows another request on the connection: HTTP/1.1 unless it said
@@ -729,26 +741,36 @@ mod tests {
     }
 
     #[test]
-    fn encodes_the_request_head() {
-        let (mut parts, ()) = http::Request::post("http://ignored/v2/x?q=1")
-            .header("host", "up")
-            .header("content-length", "2")
-            .body(())
-            .unwrap()
-            .into_parts();
-        parts
-            .headers
-            .append("x-many", HeaderValue::from_static("a"));
-        parts
-            .headers
-            .append("x-many", HeaderValue::from_static("b"));
-        let mut out = BytesMut::new();
-        encode_head(&parts, &mut out);
+    fn encodes_the_request_head_with_a_small_body_behind_it() {
+        let target = PathAndQuery::from_static("/v2/x?q=1");
+        let mut writer = RequestWriter::new(&Method::POST, &target, 0);
+        for (name, value) in [
+            ("host", "up"),
+            ("content-length", "2"),
+            ("x-many", "a"),
+            ("x-many", "b"),
+        ] {
+            writer.field(
+                &HeaderName::from_static(name),
+                &HeaderValue::from_static(value),
+            );
+        }
+        let request = writer.finish(&Bytes::from_static(b"{}"));
+        assert_eq!(request.method, Method::POST);
         assert_eq!(
-            &out[..],
-            b"POST /v2/x?q=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 2\r\nx-many: a\r\nx-many: b\r\n\r\n"
+            &request.wire[..],
+            b"POST /v2/x?q=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 2\r\nx-many: a\r\nx-many: b\r\n\r\n{}"
         );
-        assert!(head_size(&parts) >= out.len());
+        assert!(request.rest.is_none());
+    }
+
+    #[test]
+    fn a_large_body_leaves_in_its_own_write() {
+        let body = Bytes::from(vec![b'x'; COALESCE_BODY + 1]);
+        let request =
+            RequestWriter::new(&Method::PUT, &PathAndQuery::from_static("/"), 0).finish(&body);
+        assert_eq!(&request.wire[..], b"PUT / HTTP/1.1\r\n\r\n");
+        assert_eq!(request.rest.as_ref(), Some(&body));
     }
 
     mod properties {
