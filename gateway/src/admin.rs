@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header};
 use pingora::protocols::http::ServerSession;
 use subtle::ConstantTimeEq;
 
@@ -109,12 +109,12 @@ impl Responder for Admin {
             }
             ("/admin/reload", _, false) => {
                 let denial = Denial::new(Code::MethodNotAllowed, "method not allowed; use POST")
-                    .with_header("allow", "POST");
+                    .with_header(header::ALLOW, HeaderValue::from_static("POST"));
                 respond::deny(session, &denial, close).await?
             }
             ("/healthz" | "/readyz" | "/metrics" | "/admin/config", false, _) => {
                 let denial = Denial::new(Code::MethodNotAllowed, "method not allowed; use GET")
-                    .with_header("allow", "GET, HEAD");
+                    .with_header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 respond::deny(session, &denial, close).await?
             }
             _ => {
@@ -188,7 +188,7 @@ impl Admin {
             log::warn!(target: "audit", "{}", serde_json::json!({"event": "admin_auth_failure", "path": session.req_header().uri.path()}));
             Err(
                 Denial::new(Code::InvalidCredentials, "the admin token is not valid")
-                    .with_header("www-authenticate", "Bearer"),
+                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
             )
         }
     }

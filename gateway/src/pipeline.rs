@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use pingora::protocols::http::ServerSession;
@@ -239,7 +239,7 @@ async fn run(
         if let Some(admission) = span.end(checked)? {
             outcome.ratelimit = Some(("admitted", ""));
             if spec.is_some() {
-                response_headers.extend(admission.headers().to_pairs());
+                response_headers.extend(admission.headers().fields());
                 outcome.ratelimit_remaining = Some(admission.remaining);
             }
             // Held until the response is written (`handle` releases it; a client
@@ -518,7 +518,7 @@ pub(crate) fn rate_denial(refusal: &Refusal) -> Denial {
     };
     let mut denial = Denial::new(code, message);
     denial.retry_after = refusal.retry_after;
-    for (name, value) in refusal.headers().to_pairs() {
+    for (name, value) in refusal.headers().fields() {
         denial = denial.with_header(name, value);
     }
     denial
@@ -636,18 +636,22 @@ fn check_tf_verb(
 }
 
 fn method_not_allowed(allow: &str) -> Denial {
-    Denial::new(
+    let denial = Denial::new(
         Code::MethodNotAllowed,
         format!("method not allowed; use {allow}"),
-    )
-    .with_header("allow", allow)
+    );
+    // Configured method names are tokens; anything else would not be a valid header.
+    match HeaderValue::from_str(allow) {
+        Ok(value) => denial.with_header(header::ALLOW, value),
+        Err(_) => denial,
+    }
 }
 
 async fn ok_json(
     session: &mut ServerSession,
     outcome: &mut Outcome,
     body: &[u8],
-    headers: &[(&'static str, String)],
+    headers: &[(HeaderName, HeaderValue)],
 ) -> Result<(), Failure> {
     outcome.status = 200;
     // The answer is ready: in-flight permits go back before it is written (see `forward`).

@@ -2,11 +2,14 @@
 //! `{"error":{"code":"...","message":"..."}}`; they never carry secrets or internal causes.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 
 use modelgate_plugins::Denial;
+
+const CONNECTION_CLOSE: (HeaderName, HeaderValue) =
+    (header::CONNECTION, HeaderValue::from_static("close"));
 
 /// The JSON body of a denial.
 pub fn denial_body(denial: &Denial) -> Bytes {
@@ -24,22 +27,14 @@ pub async fn deny(
     denial: &Denial,
     close: bool,
 ) -> pingora::Result<()> {
-    let mut headers: Vec<(&'static str, String)> = denial
-        .headers
-        .iter()
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
+    let mut headers = denial.headers.clone();
     if let Some(after) = denial.retry_after {
-        headers.push((
-            "retry-after",
-            modelgate_plugins::ratelimit::ceil_secs(after)
-                .max(1)
-                .to_string(),
-        ));
+        let secs = modelgate_plugins::ratelimit::ceil_secs(after).max(1);
+        headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
     }
     if close {
         session.set_keepalive(None);
-        headers.push(("connection", "close".to_string()));
+        headers.push(CONNECTION_CLOSE);
     }
     json(session, denial.status(), denial_body(denial), &headers).await
 }
@@ -50,7 +45,7 @@ pub async fn body(
     status: StatusCode,
     content_type: &str,
     body: Bytes,
-    extra_headers: &[(&'static str, String)],
+    extra_headers: &[(HeaderName, HeaderValue)],
 ) -> pingora::Result<()> {
     let header = head(status, content_type, body.len(), extra_headers)?;
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -65,7 +60,7 @@ pub async fn body(
 /// head, `CONNECT`) and closes it. Works without a parsed request.
 pub async fn refuse_and_close(session: &mut ServerSession, denial: &Denial) {
     let body = denial_body(denial);
-    let close = [("connection", "close".to_string())];
+    let close = [CONNECTION_CLOSE];
     match head(denial.status(), "application/json", body.len(), &close) {
         // Turns keep-alive off, then writes the head and the body.
         Ok(header) => {
@@ -83,7 +78,7 @@ fn head(
     status: StatusCode,
     content_type: &str,
     len: usize,
-    extra_headers: &[(&'static str, String)],
+    extra_headers: &[(HeaderName, HeaderValue)],
 ) -> pingora::Result<ResponseHeader> {
     // Without Pingora's original-case name map: names are lower case anyway, and each
     // header costs far less to add (see `forward::downstream_response`).
@@ -92,7 +87,7 @@ fn head(
     header.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     for (name, value) in extra_headers {
-        header.append_header(*name, value.as_str())?;
+        header.append_header(name.clone(), value.clone())?;
     }
     Ok(header)
 }
@@ -102,7 +97,7 @@ pub async fn json(
     session: &mut ServerSession,
     status: StatusCode,
     json: Bytes,
-    extra_headers: &[(&'static str, String)],
+    extra_headers: &[(HeaderName, HeaderValue)],
 ) -> pingora::Result<()> {
     body(session, status, "application/json", json, extra_headers).await
 }

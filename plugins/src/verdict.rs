@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 
 /// The closed set of error codes clients see in `{"error":{"code":...}}`.
 /// Stable for clients and bounded for metric labels.
@@ -176,7 +176,7 @@ pub struct Denial {
     pub message: String,
     pub retry_after: Option<Duration>,
     /// Extra response headers (e.g. `Allow` on a 405).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Per-field problems (JSON pointer + message), sent as `error.details`.
     pub details: Vec<ErrorDetail>,
 }
@@ -201,8 +201,8 @@ impl Denial {
     }
 
     /// Adds a response header.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
         self
     }
 

@@ -9,6 +9,7 @@ pub mod v2;
 use std::path::Path;
 use std::sync::Arc;
 
+use http::{HeaderValue, header};
 use modelgate_plugins::schema::ValidatedRequest;
 use modelgate_plugins::{Code, Denial};
 
@@ -54,7 +55,7 @@ impl EmbeddedModel {
             .map_err(|e| match e {
                 PoolError::Full => {
                     Denial::new(Code::Overloaded, "the model is busy; retry shortly")
-                        .with_header("retry-after", "1")
+                        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
                 }
                 PoolError::Stopped => Denial::new(Code::Internal, "inference is unavailable"),
             })?;

@@ -40,6 +40,9 @@ impl AuthFailure {
             AuthFailure::Missing => (Code::MissingCredentials, "credentials are required"),
             _ => (Code::InvalidCredentials, "the credentials are not valid"),
         };
-        Denial::new(code, message).with_header("www-authenticate", "Bearer")
+        Denial::new(code, message).with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        )
     }
 }

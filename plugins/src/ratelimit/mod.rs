@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::clock::{Clock, FakeRelativeClock, SystemClock};
+use http::{HeaderName, HeaderValue};
 
 pub use concurrency::{ConcurrencyLimiter, Permit};
 pub use gcra::{GcraOutcome, GcraParams, GcraState, UnixNanos};
@@ -116,6 +117,10 @@ impl LimitedBy {
     }
 }
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 /// The values of the IETF draft `RateLimit-Limit`, `RateLimit-Remaining` and
 /// `RateLimit-Reset` headers for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,12 +134,12 @@ pub struct RateLimitHeaders {
 }
 
 impl RateLimitHeaders {
-    /// The three headers as (lowercase name, value); the reset is in whole seconds, rounded up.
-    pub fn to_pairs(&self) -> [(&'static str, String); 3] {
+    /// The three header fields; the reset is in whole seconds, rounded up.
+    pub fn fields(&self) -> [(HeaderName, HeaderValue); 3] {
         [
-            ("ratelimit-limit", self.limit.to_string()),
-            ("ratelimit-remaining", self.remaining.to_string()),
-            ("ratelimit-reset", ceil_secs(self.reset).to_string()),
+            (RATELIMIT_LIMIT, HeaderValue::from(self.limit)),
+            (RATELIMIT_REMAINING, HeaderValue::from(self.remaining)),
+            (RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset))),
         ]
     }
 }

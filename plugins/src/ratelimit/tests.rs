@@ -73,8 +73,8 @@ fn exact_admissions_at_the_boundary() {
     assert_eq!(r.by, LimitedBy::Consumer);
     assert_eq!(r.retry_after, Some(100 * MS));
     assert_eq!(
-        r.headers().to_pairs()[1],
-        ("ratelimit-remaining", "0".to_string())
+        r.headers().fields()[1],
+        (RATELIMIT_REMAINING, HeaderValue::from_static("0"))
     );
     for _ in 0..20 {
         clock.advance(100 * MS - Duration::from_nanos(1));
@@ -108,11 +108,11 @@ fn headers_report_reset_until_full() {
     let h = a.headers();
     assert_eq!((h.limit, h.remaining, h.reset), (5, 3, 200 * MS));
     assert_eq!(
-        h.to_pairs(),
+        h.fields(),
         [
-            ("ratelimit-limit", "5".to_string()),
-            ("ratelimit-remaining", "3".to_string()),
-            ("ratelimit-reset", "1".to_string()),
+            (RATELIMIT_LIMIT, HeaderValue::from_static("5")),
+            (RATELIMIT_REMAINING, HeaderValue::from_static("3")),
+            (RATELIMIT_RESET, HeaderValue::from_static("1")),
         ]
     );
     assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
