@@ -653,7 +653,7 @@ impl ValueError {
     }
 }
 
-fn float(v: Scalar<'_>) -> Result<f64, ValueError> {
+pub(crate) fn float(v: Scalar<'_>) -> Result<f64, ValueError> {
     match v {
         Scalar::F(f) if !f.is_finite() => Err(ValueError::NotFinite),
         Scalar::F(f) => Ok(f),
@@ -687,27 +687,10 @@ pub(crate) const FP16_MAX: f64 = 65504.0;
 #[inline(always)]
 pub(crate) fn push(data: &mut TensorData, dt: Datatype, v: Scalar<'_>) -> Result<(), ValueError> {
     match data {
-        TensorData::F32(out) => {
-            let f = float(v)?;
-            let x = f as f32;
-            let fits = match dt {
-                Datatype::Fp16 => f.abs() <= FP16_MAX,
-                _ => x.is_finite(),
-            };
-            if !fits {
-                return Err(ValueError::OutOfRange);
-            }
-            out.push(x);
-        }
+        TensorData::F32(out) => out.push(f32_value(dt, v)?),
         TensorData::F64(out) => out.push(float(v)?),
-        TensorData::I64(out) => {
-            let n = int(v, dt)?;
-            out.push(i64::try_from(n).map_err(|_| ValueError::OutOfRange)?);
-        }
-        TensorData::U64(out) => {
-            let n = int(v, dt)?;
-            out.push(u64::try_from(n).map_err(|_| ValueError::OutOfRange)?);
-        }
+        TensorData::I64(out) => out.push(i64_value(dt, v)?),
+        TensorData::U64(out) => out.push(u64_value(dt, v)?),
         TensorData::Bool(out) => match v {
             Scalar::B(b) => out.push(b),
             _ => return Err(ValueError::NotBool),
@@ -719,6 +702,32 @@ pub(crate) fn push(data: &mut TensorData, dt: Datatype, v: Scalar<'_>) -> Result
         },
     }
     Ok(())
+}
+
+/// `v` as an element of an FP32 (or FP16) tensor.
+#[inline(always)]
+pub(crate) fn f32_value(dt: Datatype, v: Scalar<'_>) -> Result<f32, ValueError> {
+    let f = float(v)?;
+    let x = f as f32;
+    let fits = match dt {
+        Datatype::Fp16 => f.abs() <= FP16_MAX,
+        _ => x.is_finite(),
+    };
+    if fits {
+        Ok(x)
+    } else {
+        Err(ValueError::OutOfRange)
+    }
+}
+
+/// `v` as an element of a signed integer tensor.
+pub(crate) fn i64_value(dt: Datatype, v: Scalar<'_>) -> Result<i64, ValueError> {
+    i64::try_from(int(v, dt)?).map_err(|_| ValueError::OutOfRange)
+}
+
+/// `v` as an element of an unsigned integer tensor.
+pub(crate) fn u64_value(dt: Datatype, v: Scalar<'_>) -> Result<u64, ValueError> {
+    u64::try_from(int(v, dt)?).map_err(|_| ValueError::OutOfRange)
 }
 
 /// Where streamed values go.

@@ -7,7 +7,11 @@
 
 use serde::de::value::Error as NoError;
 
-use super::{Ctx, Scalar, Sink, Walker, data_pointer, push};
+use super::{
+    Base, Ctx, Scalar, Sink, ValueError, Walker, data_pointer, f32_value, float, i64_value,
+    u64_value,
+};
+use crate::schema::v2::TensorData;
 
 /// Reading position in a JSON document.
 pub(crate) struct Scanner<'r> {
@@ -201,8 +205,13 @@ impl<'r> Scanner<'r> {
         let int_start = start + usize::from(negative);
         let (mut i, mut significand) = digits(raw, int_start, 0);
         let mut count = i - int_start;
-        if count == 0 || (raw[int_start] == b'0' && count > 1) {
+        if count == 0 || (count > 1 && raw[int_start] == b'0') {
             return None;
+        }
+        // The common case, an integer of up to 19 digits: exact in a `u64`.
+        if count <= 19 && !matches!(raw.get(i), Some(b'.' | b'e' | b'E')) {
+            self.at = i;
+            return Some(integer(significand, negative));
         }
         let (mut exp10, mut integral, mut plain) = (0i64, true, true);
         if raw.get(i) == Some(&b'.') {
@@ -231,11 +240,9 @@ impl<'r> Scanner<'r> {
             integral = false;
         }
         self.at = i;
-        // Up to 19 digits the significand is exact in a `u64`.
+        // Up to 19 digits the significand is exact in a `u64` (integers that short have
+        // returned above).
         if plain && count <= 19 {
-            if integral {
-                return Some(integer(significand, negative));
-            }
             // Clinger's fast path: an exact significand times or over an exact power of
             // ten is one correctly rounded operation.
             if significand <= 1 << 53
@@ -356,20 +363,43 @@ impl Walker<'_> {
         let Sink::Typed(dt, data) = &mut self.col.sink else {
             return None;
         };
-        let mut n = 0;
-        loop {
-            if let Some(last) = path.last_mut() {
-                *last = n;
-            }
-            ctx.element::<NoError>(|| data_pointer(base, path)).ok()?;
-            push(data, *dt, s.number()?).ok()?;
-            n += 1;
-            if !s.more(b']')? {
-                break;
-            }
-        }
+        let dt = *dt;
+        // One loop per element type, so the type is matched once per array, not per element.
+        let n = match data {
+            TensorData::F32(out) => run(ctx, s, base, path, out, |v| f32_value(dt, v)),
+            TensorData::F64(out) => run(ctx, s, base, path, out, float),
+            TensorData::I64(out) => run(ctx, s, base, path, out, |v| i64_value(dt, v)),
+            TensorData::U64(out) => run(ctx, s, base, path, out, |v| u64_value(dt, v)),
+            // Not numbers: the serde path says what is wrong.
+            TensorData::Bool(_) | TensorData::Bytes(_) => None,
+        }?;
         self.col.len += n;
         Some(n)
+    }
+}
+
+/// The numbers of one array up to its `]`, each converted by `value` onto `out`; `None` at
+/// the first that is not a number or not a value of the type, or past the element limit.
+#[inline(always)]
+fn run<T>(
+    ctx: &mut Ctx<'_>,
+    s: &mut Scanner<'_>,
+    base: Base<'_>,
+    path: &mut [usize],
+    out: &mut Vec<T>,
+    value: impl Fn(Scalar<'_>) -> Result<T, ValueError>,
+) -> Option<usize> {
+    let mut n = 0;
+    loop {
+        if let Some(last) = path.last_mut() {
+            *last = n;
+        }
+        ctx.element::<NoError>(|| data_pointer(base, path)).ok()?;
+        out.push(value(s.number()?).ok()?);
+        n += 1;
+        if !s.more(b']')? {
+            return Some(n);
+        }
     }
 }
 
