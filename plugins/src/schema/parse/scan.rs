@@ -16,26 +16,18 @@ use crate::schema::v2::TensorData;
 /// Reading position in a JSON document.
 pub(crate) struct Scanner<'r> {
     raw: &'r [u8],
-    /// `raw` as text, when the whole document was checked to be UTF-8 up front: strings
-    /// are then sliced from it instead of each being checked on its own.
-    text: Option<&'r str>,
+    /// `raw` as text (JSON text is UTF-8, checked once for the whole document): strings
+    /// are sliced from it instead of each being checked on its own.
+    text: &'r str,
     at: usize,
 }
 
 impl<'r> Scanner<'r> {
-    pub fn new(raw: &'r [u8]) -> Self {
-        Scanner {
-            raw,
-            text: None,
-            at: 0,
-        }
-    }
-
-    /// A scanner over a whole document (JSON text is UTF-8: one check for all its strings).
+    /// A scanner at the start of `text`.
     pub fn over_text(text: &'r str) -> Self {
         Scanner {
             raw: text.as_bytes(),
-            text: Some(text),
+            text,
             at: 0,
         }
     }
@@ -86,11 +78,13 @@ impl<'r> Scanner<'r> {
         }
         let start = self.at;
         self.at += len + 1;
-        match self.text {
-            // Both ends sit next to a quote, so on character boundaries.
-            Some(text) => text.get(start..start + len),
-            None => std::str::from_utf8(&rest[..len]).ok(),
-        }
+        // Both ends sit next to a quote, so on character boundaries.
+        self.text.get(start..start + len)
+    }
+
+    /// Back to `at`, a position this scanner was at before.
+    pub fn rewind(&mut self, at: usize) {
+        self.at = at;
     }
 
     /// Where the next byte that is not whitespace is.
@@ -442,7 +436,7 @@ mod tests {
     }
 
     fn scanned_number(text: &str) -> Option<String> {
-        let mut s = Scanner::new(text.as_bytes());
+        let mut s = Scanner::over_text(text);
         let v = s.number()?;
         s.at_end().then(|| format!("{v:?}"))
     }
@@ -460,7 +454,7 @@ mod tests {
         };
         let mut w = Walker::new(Base::V2 { input: 3 }, sink, false);
         let ok = if fast {
-            let mut s = Scanner::new(text.as_bytes());
+            let mut s = Scanner::over_text(text);
             w.scan(&mut ctx, &mut s, 0).is_some() && s.at_end()
         } else {
             let mut de = serde_json::Deserializer::from_str(text);
@@ -605,23 +599,19 @@ mod tests {
         /// Skipping a value takes exactly the texts serde_json reads as one `Value`.
         #[test]
         fn skip_value_takes_what_serde_takes(text in json_ish()) {
-            let mut s = Scanner::new(text.as_bytes());
+            let mut s = Scanner::over_text(&text);
             let skipped = s.skip_value(128).is_some() && s.at_end();
             let serde = serde_json::from_str::<serde_json::Value>(&text).is_ok();
             prop_assert_eq!(skipped, serde, "{}", text);
         }
 
-        /// A string reads the same from a document checked as text up front as from its
-        /// bytes (any characters, escapes and controls included), and as serde_json reads
-        /// it wherever it is taken.
+        /// A string (any characters, escapes and controls included) is taken only as
+        /// serde_json reads it: plain, without escapes or controls.
         #[test]
-        fn strings_over_text_read_as_over_bytes(inner in "(\\PC|[\\\\\"\u{0}-\u{1f}])*") {
+        fn strings_read_as_serde_json_reads_them(inner in "(\\PC|[\\\\\"\u{0}-\u{1f}])*") {
             let text = format!("\"{inner}\" ");
-            let over_bytes = Scanner::new(text.as_bytes()).string();
             let mut scanner = Scanner::over_text(&text);
-            let over_text = scanner.string();
-            prop_assert_eq!(over_text, over_bytes, "{:?}", text);
-            if let Some(taken) = over_text.filter(|_| scanner.at_end()) {
+            if let Some(taken) = scanner.string().filter(|_| scanner.at_end()) {
                 prop_assert_eq!(Some(taken.to_string()), serde_json::from_str::<String>(&text).ok());
             }
         }

@@ -131,7 +131,7 @@ fn read(body: &[u8], pass: Pass, name: &str, expected: usize) -> Option<(Layout,
             if found.is_some() {
                 return None;
             }
-            found = Some(outputs(body, &mut s, pass, name, expected)?);
+            found = Some(outputs(&mut s, pass, name, expected)?);
         } else {
             s.skip_value(MAX_DEPTH)?;
         }
@@ -146,7 +146,6 @@ fn read(body: &[u8], pass: Pass, name: &str, expected: usize) -> Option<(Layout,
 /// The `outputs` array: exactly one output named `name`, of a floating-point datatype, with
 /// `expected` numbers.
 fn outputs(
-    body: &[u8],
     s: &mut Scanner<'_>,
     pass: Pass,
     name: &str,
@@ -156,18 +155,25 @@ fn outputs(
     s.eat(b'[')?;
     let mut outputs = Vec::new();
     let mut scored = None;
+    let mut scores = Vec::with_capacity(expected);
     if s.peek()? == b']' {
         return None;
     }
     let close = loop {
         let start = s.position();
-        let output = output(s, pass)?;
+        let before = scores.len();
+        let output = output(s, pass, &mut scores, expected)?;
         outputs.push((start..s.position(), output.integer));
         if output.name == Some(name) {
             if scored.is_some() || !output.floating {
                 return None;
             }
-            scored = Some((outputs.len() - 1, output.data?));
+            let (data, read) = output.data?;
+            read.then_some(())?;
+            scored = Some((outputs.len() - 1, data));
+        } else {
+            // Another output's numbers: not scores.
+            scores.truncate(before);
         }
         let close = s.position();
         if !s.more(b']')? {
@@ -175,9 +181,6 @@ fn outputs(
         }
     };
     let (scored, data) = scored?;
-    let mut scores = Vec::with_capacity(expected);
-    let mut values = Scanner::new(&body[data.clone()]);
-    numbers(&mut values, MAX_DEPTH, &mut scores, expected)?;
     (scores.len() == expected).then_some(())?;
     let layout = Layout {
         open,
@@ -195,11 +198,19 @@ struct Output<'r> {
     name: Option<&'r str>,
     integer: bool,
     floating: bool,
-    data: Option<Range<usize>>,
+    /// Its `data` value's span, and whether that was read onto the scores: numbers or
+    /// arrays of numbers, at most `expected` of them.
+    data: Option<(Range<usize>, bool)>,
 }
 
-/// One output object; `None` when a field it reads is repeated.
-fn output<'r>(s: &mut Scanner<'r>, pass: Pass) -> Option<Output<'r>> {
+/// One output object, its `data` read onto the end of `scores` when it is numbers (the
+/// caller keeps them only for the scored output); `None` when a field it reads is repeated.
+fn output<'r>(
+    s: &mut Scanner<'r>,
+    pass: Pass,
+    scores: &mut Vec<f32>,
+    expected: usize,
+) -> Option<Output<'r>> {
     let (mut name, mut datatype, mut data) = (None, None, None);
     s.eat(b'{')?;
     let mut more = s.peek()? != b'}';
@@ -214,8 +225,14 @@ fn output<'r>(s: &mut Scanner<'r>, pass: Pass) -> Option<Output<'r>> {
             Some("datatype") if datatype.is_none() => datatype = Some(string_value(s, pass)?),
             Some("data") if data.is_none() => {
                 let start = s.position();
-                s.skip_value(MAX_DEPTH)?;
-                data = Some(start..s.position());
+                let before = scores.len();
+                let read = numbers(s, MAX_DEPTH, scores, before + expected).is_some();
+                if !read {
+                    scores.truncate(before);
+                    s.rewind(start);
+                    s.skip_value(MAX_DEPTH)?;
+                }
+                data = Some((start..s.position(), read));
             }
             Some("name" | "datatype" | "data") => return None,
             _ => s.skip_value(MAX_DEPTH)?,
@@ -245,7 +262,7 @@ fn string_value<'r>(s: &mut Scanner<'r>, pass: Pass) -> Option<Option<&'r str>> 
 }
 
 /// A number or (possibly nested) arrays of numbers, appended to `out`; `None` on anything
-/// else or past `max` values.
+/// else or once `out` would pass `max` values.
 fn numbers(s: &mut Scanner<'_>, depth: usize, out: &mut Vec<f32>, max: usize) -> Option<()> {
     if s.peek()? != b'[' {
         let value = match s.number()? {
