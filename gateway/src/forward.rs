@@ -251,16 +251,14 @@ impl HttpUpstreams {
         };
         let target = self.upstream_target(downstream, base_path, call.prefix_len, identity);
         let target = target.ok_or_else(invalid)?;
-        let guess: usize = downstream
+        // The client's fields plus room for the ones the gateway adds.
+        let fields: usize = downstream
             .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
-        let mut head = RequestWriter::new(
-            &downstream.method,
-            &target,
-            target.as_str().len() + guess + 256 + call.body.len(),
-        );
+        let mut head =
+            RequestWriter::new(&downstream.method, &target, fields + 256, call.body.len());
         let connection_listed = connection_listed(&downstream.headers);
         let buffered = call.mode != ResponseMode::Stream;
         let held_back = |name: &HeaderName| {

@@ -235,6 +235,11 @@ pub struct Request {
     rest: Option<Bytes>,
 }
 
+/// Whether a body of `len` bytes leaves in the same write as the head.
+fn goes_behind_the_head(len: usize) -> bool {
+    len <= COALESCE_BODY
+}
+
 /// Writes a request head straight into the bytes that leave (no header map in between).
 pub struct RequestWriter {
     method: Method,
@@ -242,9 +247,18 @@ pub struct RequestWriter {
 }
 
 impl RequestWriter {
-    /// Starts with `METHOD target HTTP/1.1`; `capacity` is a guess at the head's size.
-    pub fn new(method: &Method, target: &PathAndQuery, capacity: usize) -> RequestWriter {
-        let mut wire = Vec::with_capacity(capacity);
+    /// Starts with `METHOD target HTTP/1.1`; `fields` is a guess at the size of the header
+    /// fields to come, `body` the body's length (room is made for it if it will follow the
+    /// head in the same write).
+    pub fn new(
+        method: &Method,
+        target: &PathAndQuery,
+        fields: usize,
+        body: usize,
+    ) -> RequestWriter {
+        let behind = if goes_behind_the_head(body) { body } else { 0 };
+        let line = method.as_str().len() + target.as_str().len() + 12;
+        let mut wire = Vec::with_capacity(line + fields + 2 + behind);
         wire.extend_from_slice(method.as_str().as_bytes());
         wire.push(b' ');
         wire.extend_from_slice(target.as_str().as_bytes());
@@ -266,7 +280,7 @@ impl RequestWriter {
     /// in a second write otherwise.
     pub fn finish(mut self, body: &Bytes) -> Request {
         self.wire.extend_from_slice(b"\r\n");
-        let rest = if body.len() <= COALESCE_BODY {
+        let rest = if goes_behind_the_head(body.len()) {
             self.wire.extend_from_slice(body);
             None
         } else {
@@ -743,7 +757,7 @@ mod tests {
     #[test]
     fn encodes_the_request_head_with_a_small_body_behind_it() {
         let target = PathAndQuery::from_static("/v2/x?q=1");
-        let mut writer = RequestWriter::new(&Method::POST, &target, 0);
+        let mut writer = RequestWriter::new(&Method::POST, &target, 0, 2);
         for (name, value) in [
             ("host", "up"),
             ("content-length", "2"),
@@ -767,9 +781,13 @@ mod tests {
     #[test]
     fn a_large_body_leaves_in_its_own_write() {
         let body = Bytes::from(vec![b'x'; COALESCE_BODY + 1]);
-        let request =
-            RequestWriter::new(&Method::PUT, &PathAndQuery::from_static("/"), 0).finish(&body);
+        let target = PathAndQuery::from_static("/");
+        let request = RequestWriter::new(&Method::PUT, &target, 0, body.len()).finish(&body);
         assert_eq!(&request.wire[..], b"PUT / HTTP/1.1\r\n\r\n");
+        assert!(
+            request.wire.capacity() < COALESCE_BODY,
+            "no room made for the body"
+        );
         assert_eq!(request.rest.as_ref(), Some(&body));
     }
 
