@@ -22,9 +22,11 @@
 # libc) and the top symbols; the raw perf.data is kept next to it (target/perf-<kind>.md).
 #
 # PERF_CALLGRAPH=1 also records call graphs (`perf report -g` on the kept perf.data).
+# RATE=N (perf only) loads the server open loop at N req/s instead of closed loop: the CPU
+# per request when requests arrive one by one rather than in bursts.
 #
 # Knobs: PATH_KIND=full PROFILER=callgrind REQUESTS=20000 WARMUP=2000 DURATION=10
-#        PERF_CALLGRAPH BASE_PORT=19500 OUT CARGO_TARGET_DIR
+#        PERF_CALLGRAPH RATE BASE_PORT=19500 OUT CARGO_TARGET_DIR
 # Needs: valgrind (callgrind_annotate, callgrind_control) or perf and taskset, cargo, curl.
 set -euo pipefail
 
@@ -50,6 +52,7 @@ HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
 [[ $PATH_KIND =~ ^(full|guarded|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, guarded, routing, auth or nginx"
+[[ -z ${RATE:-} || $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive integer"
 for knob in REQUESTS WARMUP DURATION BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
@@ -108,8 +111,10 @@ send() { # requests -> the loadtest JSON report
 if [[ $PROFILER == perf ]]; then
     saturate() { # seconds -> the loadtest JSON report
         taskset -c 1 "$LOADTEST" run --url "$url" --samples "$SAMPLES" "${args[@]}" --connections 64 \
-            --duration "${1}s" --json 2>>"$WORK/loadtest.err" | grep '^{' | tail -1
+            ${RATE:+--rate "$RATE"} --duration "${1}s" --json 2>>"$WORK/loadtest.err" | grep '^{' | tail -1
     }
+    load="closed loop"
+    if [[ -n ${RATE:-} ]]; then load="open loop at $RATE req/s"; fi
     saturate 2 >/dev/null
     cpu0=$(cpu_us "$SERVER_PID")
     perf record -e cpu-clock -F 2000 ${PERF_CALLGRAPH:+-g} -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" \
@@ -128,7 +133,7 @@ if [[ $PROFILER == perf ]]; then
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
         echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1} scripts/profile.sh\`"
-        echo "- server pinned to CPU 0, modelgate-loadtest closed loop (64 connections) on CPU 1"
+        echo "- server pinned to CPU 0, modelgate-loadtest $load (64 connections) on CPU 1"
         echo "- $completed requests in ${DURATION}s ($ok answered 200): $(json_num "$json" rps) req/s"
         echo "- server CPU (user + system): $(cpu_per_request "$cpu0" "$cpu1" "$completed") µs per request"
         echo
