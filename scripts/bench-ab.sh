@@ -18,6 +18,8 @@
 #   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
 #            release binary), same config, /open (OTHER_ROUTE=full or guarded: that path instead)
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
+#   direct   no proxy: the load generator straight to the upstream (the reference for added
+#            latency; its "proxy CPU" column is the upstream's, on LOAD_CPU)
 #
 #   A=routing B=auth ROUNDS=14 DURATION=10 scripts/bench-ab.sh
 #
@@ -47,8 +49,8 @@ RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|keyed|jwt|full|guarded|steal|other|nginx)$ ]] ||
-        die "A and B must be routing, auth, keyed, jwt, full, guarded, steal, other or nginx (got '$path')"
+    [[ $path =~ ^(routing|auth|keyed|jwt|full|guarded|steal|other|nginx|direct)$ ]] ||
+        die "A and B must be routing, auth, keyed, jwt, full, guarded, steal, other, nginx or direct (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
@@ -77,6 +79,7 @@ bench_start
 check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT" "$STEAL_PORT" "$STEAL_ADMIN_PORT" "$NGINX_PORT" \
     "$OTHER_PORT" "$OTHER_ADMIN_PORT"
 start_upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$(uses guarded && echo "$V2_ANSWER")"
+UPSTREAM_PID=${PIDS[-1]}
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
@@ -92,6 +95,7 @@ PID[keyed]=$GATEWAY_PID URL[keyed]=${URL[routing]} HEADER[keyed]=${HEADER[auth]}
 PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
 PID[full]=$GATEWAY_PID URL[full]=http://$HOST:$GATEWAY_PORT/v2/models/full/infer HEADER[full]="x-api-key: $FULL_KEY"
 PID[guarded]=$GATEWAY_PID URL[guarded]=http://$HOST:$GATEWAY_PORT/v2/models/guarded/infer HEADER[guarded]=${HEADER[full]}
+PID[direct]=$UPSTREAM_PID URL[direct]=http://$HOST:$UPSTREAM_PORT/open$TAIL HEADER[direct]="x-bench: 1"
 second_gateway() { # name port admin-port [sed-expression]: the gateway's config on other ports
     sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$2\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$3\"|" \
         -e "s|modelgate\.pid|$1.pid|; s|modelgate_upgrade\.sock|$1_upgrade.sock|" \
