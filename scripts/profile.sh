@@ -132,7 +132,7 @@ if [[ $PROFILER == perf ]]; then
         echo "## modelgate time profile (perf, cpu-clock): $PATH_KIND path"
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1} scripts/profile.sh\`"
+        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${RATE:+ RATE=$RATE}${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1} scripts/profile.sh\`"
         echo "- server pinned to CPU 0, modelgate-loadtest $load (64 connections) on CPU 1"
         echo "- $completed requests in ${DURATION}s ($ok answered 200): $(json_num "$json" rps) req/s"
         echo "- server CPU (user + system): $(cpu_per_request "$cpu0" "$cpu1" "$completed") µs per request"
