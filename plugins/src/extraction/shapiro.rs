@@ -13,10 +13,15 @@ pub struct ShapiroWilk {
     /// W in (0, 1]; near 1 for normal samples.
     pub w: f64,
     /// Royston's normalising transform of W: approximately N(0, 1) under normality, large
-    /// when the sample is not normal. `p = 1 − Φ(z)`.
+    /// when the sample is not normal.
     pub z: f64,
-    /// Upper-tail p-value of `z`.
-    pub p: f64,
+}
+
+impl ShapiroWilk {
+    /// The upper-tail p-value, `1 − Φ(z)` (computed on demand: the detector reads `z` only).
+    pub fn p(&self) -> f64 {
+        normal_upper_tail(self.z)
+    }
 }
 
 /// The coefficients `a_i` for one sample size.
@@ -24,6 +29,7 @@ pub struct ShapiroWilk {
 pub struct SwCoefficients {
     n: usize,
     a: Vec<f64>,
+    royston: Royston,
 }
 
 impl SwCoefficients {
@@ -38,6 +44,7 @@ impl SwCoefficients {
             return Some(SwCoefficients {
                 n,
                 a: vec![-s, 0.0, s],
+                royston: Royston::new(n),
             });
         }
         let m: Vec<f64> = (1..=n)
@@ -69,7 +76,11 @@ impl SwCoefficients {
             a[0] = -an;
             a[n - 1] = an;
         }
-        Some(SwCoefficients { n, a })
+        Some(SwCoefficients {
+            n,
+            a,
+            royston: Royston::new(n),
+        })
     }
 
     /// The sample size these coefficients are for.
@@ -96,8 +107,10 @@ impl SwCoefficients {
         }
         let num: f64 = self.a.iter().zip(sorted).map(|(a, x)| a * x).sum();
         let w = (num * num / ss).clamp(0.0, 1.0);
-        let (z, p) = royston_p(w, self.n);
-        Some(ShapiroWilk { w, z, p })
+        Some(ShapiroWilk {
+            w,
+            z: self.royston.z(w),
+        })
     }
 }
 
@@ -110,28 +123,50 @@ pub fn shapiro_wilk(sample: &[f64]) -> Option<ShapiroWilk> {
     coefficients.test_sorted(&sorted)
 }
 
-/// Royston's transform of W into z (≈ N(0,1) under normality) and its upper-tail p-value.
-fn royston_p(w: f64, n: usize) -> (f64, f64) {
-    let nf = n as f64;
-    if n == 3 {
-        let p = (6.0 / std::f64::consts::PI) * (w.sqrt().asin() - 0.75f64.sqrt().asin());
-        let p = p.clamp(0.0, 1.0);
-        return (-normal_quantile(p.max(1e-300)), p);
+/// Royston's transform of W into z (≈ N(0,1) under normality) for one sample size: the
+/// parts that depend on `n` alone, computed once.
+#[derive(Debug, Clone, Copy)]
+enum Royston {
+    /// n = 3: the exact distribution of W.
+    Three,
+    /// 4 ≤ n ≤ 11: z = (−ln(γ − ln(1 − W)) − μ) / σ.
+    Small { gamma: f64, mu: f64, sigma: f64 },
+    /// n ≥ 12: z = (ln(1 − W) − μ) / σ.
+    Large { mu: f64, sigma: f64 },
+}
+
+impl Royston {
+    fn new(n: usize) -> Self {
+        let nf = n as f64;
+        if n == 3 {
+            Royston::Three
+        } else if n <= 11 {
+            Royston::Small {
+                gamma: 0.459 * nf - 2.273,
+                mu: 0.5440 - 0.39978 * nf + 0.025054 * nf * nf - 0.0006714 * nf * nf * nf,
+                sigma: (1.3822 - 0.77857 * nf + 0.062767 * nf * nf - 0.0020322 * nf * nf * nf)
+                    .exp(),
+            }
+        } else {
+            let u = nf.ln();
+            Royston::Large {
+                mu: 0.0038915 * u * u * u - 0.083751 * u * u - 0.31082 * u - 1.5861,
+                sigma: (0.0030302 * u * u - 0.082676 * u - 0.4803).exp(),
+            }
+        }
     }
-    let one_minus_w = (1.0 - w).max(1e-300);
-    let z = if n <= 11 {
-        let gamma = 0.459 * nf - 2.273;
-        let wt = -(gamma - one_minus_w.ln()).ln();
-        let mu = 0.5440 - 0.39978 * nf + 0.025054 * nf * nf - 0.0006714 * nf * nf * nf;
-        let sigma = (1.3822 - 0.77857 * nf + 0.062767 * nf * nf - 0.0020322 * nf * nf * nf).exp();
-        (wt - mu) / sigma
-    } else {
-        let u = nf.ln();
-        let mu = 0.0038915 * u * u * u - 0.083751 * u * u - 0.31082 * u - 1.5861;
-        let sigma = (0.0030302 * u * u - 0.082676 * u - 0.4803).exp();
-        (one_minus_w.ln() - mu) / sigma
-    };
-    (z, normal_upper_tail(z))
+
+    fn z(self, w: f64) -> f64 {
+        let one_minus_w = (1.0 - w).max(1e-300);
+        match self {
+            Royston::Three => {
+                let p = (6.0 / std::f64::consts::PI) * (w.sqrt().asin() - 0.75f64.sqrt().asin());
+                -normal_quantile(p.clamp(0.0, 1.0).max(1e-300))
+            }
+            Royston::Small { gamma, mu, sigma } => (-(gamma - one_minus_w.ln()).ln() - mu) / sigma,
+            Royston::Large { mu, sigma } => (one_minus_w.ln() - mu) / sigma,
+        }
+    }
 }
 
 /// Φ⁻¹(p), Wichura's algorithm AS 241 (PPND16), relative error about 1e-16.
@@ -318,7 +353,12 @@ mod tests {
         for (sample, w, p) in cases {
             let r = shapiro_wilk(&sample).expect("testable");
             assert!(close(r.w, w, 1e-5), "n={} W {} vs {w}", sample.len(), r.w);
-            assert!(close(r.p, p, 2e-4), "n={} p {} vs {p}", sample.len(), r.p);
+            assert!(
+                close(r.p(), p, 2e-4),
+                "n={} p {} vs {p}",
+                sample.len(),
+                r.p()
+            );
         }
     }
 

@@ -182,22 +182,28 @@ impl Query {
     }
 }
 
-/// `x.round().clamp(0.0, max)` as an integer, without a `roundf` call (the default x86-64
-/// target has no rounding instruction). Equal for every `x`: clamping to integer bounds
-/// commutes with rounding, and on `[0, max]` truncation is exact and the fraction decides
-/// (halves up, like [`f32::round`] for non-negative values). NaN gives 0, like `as`.
+/// 2²³: adding it to a float in `[0, 2²²]` rounds that float to an integer (half to even),
+/// and the sum's low mantissa bits are that integer.
+const SHIFT: f32 = 8_388_608.0;
+
+/// `x.round().clamp(0.0, max)` as an integer (`max` ≤ 2²²), with float arithmetic and a bit
+/// cast only, so the quantising loop vectorises (a saturating `as` cast per lane does not).
+/// Equal for every `x`: after clamping, adding [`SHIFT`] rounds half to even, and a tie left
+/// below `x` goes up (halves away from zero, like [`f32::round`]). NaN gives 0, like `as`.
 fn round_clamped(x: f32, max: f32) -> u32 {
-    let x = x.clamp(0.0, max);
-    // `as i32`, not `as u32`: the same on `[0, max]` (callers' `max` fits an `i32`), and
-    // one conversion instruction instead of an unsigned conversion sequence.
-    let t = x as i32;
-    (t + i32::from(x - t as f32 >= 0.5)) as u32
+    let x = x.max(0.0).min(max);
+    let even = (x + SHIFT) - SHIFT;
+    let rounded = even + if x - even >= 0.5 { 1.0 } else { 0.0 };
+    (rounded + SHIFT).to_bits() - SHIFT.to_bits()
 }
 
-/// `x.floor().clamp(0.0, max)` as an integer, without a `floorf` call (equal for every `x`,
-/// as for [`round_clamped`]).
+/// `x.floor().clamp(0.0, max)` as an integer (`max` ≤ 2²², equal for every `x`, as for
+/// [`round_clamped`]).
 fn floor_clamped(x: f32, max: f32) -> u32 {
-    x.clamp(0.0, max) as i32 as u32
+    let x = x.max(0.0).min(max);
+    let even = (x + SHIFT) - SHIFT;
+    let floor = even - if even > x { 1.0 } else { 0.0 };
+    (floor + SHIFT).to_bits() - SHIFT.to_bits()
 }
 
 /// What one query did to a tracker (calibration reads these; the detector ignores most).
@@ -705,6 +711,8 @@ mod tests {
         }
     }
 
+    /// Ties (which rounding half to even would send down), values just below a tie, the
+    /// bounds and what lies beyond them.
     #[test]
     fn quantising_edges() {
         for x in [
@@ -712,19 +720,25 @@ mod tests {
             0.5,
             1.5,
             2.5,
+            3.5,
             254.5,
             254.49998,
+            254.99998,
             255.5,
+            65534.5,
+            65535.5,
             -0.5,
             -0.0,
             1e30,
             -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
         ] {
-            assert_eq!(
-                round_clamped(x, 255.0),
-                x.round().clamp(0.0, 255.0) as u32,
-                "{x}"
-            );
+            for max in [255.0f32, 65535.0] {
+                let clamped = |v: f32| v.clamp(0.0, max) as u32;
+                assert_eq!(round_clamped(x, max), clamped(x.round()), "{x} {max}");
+                assert_eq!(floor_clamped(x, max), clamped(x.floor()), "{x} {max}");
+            }
         }
         assert_eq!(round_clamped(f32::NAN, 255.0), 0);
         assert_eq!(floor_clamped(f32::NAN, 255.0), 0);
