@@ -24,9 +24,11 @@
 # PERF_CALLGRAPH=1 also records call graphs (`perf report -g` on the kept perf.data).
 # RATE=N (perf only) loads the server open loop at N req/s instead of closed loop: the CPU
 # per request when requests arrive one by one rather than in bursts.
+# SYSCALLS=1 (perf only) also counts the server's system calls over the same window
+# (`perf stat` on the syscall tracepoints): how many per request, and of which kind.
 #
 # Knobs: PATH_KIND=full PROFILER=callgrind REQUESTS=20000 WARMUP=2000 DURATION=10
-#        PERF_CALLGRAPH RATE BASE_PORT=19500 OUT CARGO_TARGET_DIR
+#        PERF_CALLGRAPH RATE SYSCALLS BASE_PORT=19500 OUT CARGO_TARGET_DIR
 # Needs: valgrind (callgrind_annotate, callgrind_control) or perf and taskset, cargo, curl.
 set -euo pipefail
 
@@ -120,9 +122,19 @@ if [[ $PROFILER == perf ]]; then
     perf record -e cpu-clock -F 2000 ${PERF_CALLGRAPH:+-g} -p "$SERVER_PID" -o "$WORK/perf.data" -- sleep "$DURATION" \
         >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
+    if [[ -n ${SYSCALLS:-} ]]; then
+        # The kinds a proxy makes per request; whatever else shows up only in the total.
+        kinds=$(perf list 2>/dev/null | grep -oE 'syscalls:sys_enter_(read|write|readv|writev|recvfrom|sendto|recvmsg|sendmsg|epoll_wait|epoll_pwait|epoll_ctl|futex|getsockopt|setsockopt|accept4|close|sched_yield)\b' | sort -u | paste -sd,)
+        perf stat -x, -e "raw_syscalls:sys_enter${kinds:+,$kinds}" -p "$SERVER_PID" -o "$WORK/syscalls.csv" -- sleep "$DURATION" \
+            >"$WORK/perf-stat.log" 2>&1 &
+        STAT_PID=$!
+    fi
     json=$(saturate "$DURATION")
     cpu1=$(cpu_us "$SERVER_PID")
     wait "$PERF_PID" || die "perf record failed: $(tail -3 "$WORK/perf.log")"
+    if [[ -n ${SYSCALLS:-} ]]; then
+        wait "$STAT_PID" || die "perf stat failed: $(tail -3 "$WORK/perf-stat.log")"
+    fi
     completed=$(json_num "$json" completed)
     ok=$(json_num "$(grep -o '"statuses":{[^}]*}' <<<"$json")" 200)
     [[ ${ok:-0} -gt 0 ]] || die "no 200 responses: $json"
@@ -132,10 +144,16 @@ if [[ $PROFILER == perf ]]; then
         echo "## modelgate time profile (perf, cpu-clock): $PATH_KIND path"
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${RATE:+ RATE=$RATE}${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1} scripts/profile.sh\`"
+        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${RATE:+ RATE=$RATE}${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1}${SYSCALLS:+ SYSCALLS=1} scripts/profile.sh\`"
         echo "- server pinned to CPU 0, modelgate-loadtest $load (64 connections) on CPU 1"
         echo "- $completed requests in ${DURATION}s ($ok answered 200): $(json_num "$json" rps) req/s"
         echo "- server CPU (user + system): $(cpu_per_request "$cpu0" "$cpu1" "$completed") µs per request"
+        if [[ -n ${SYSCALLS:-} ]]; then
+            echo "- system calls per request (\`perf stat\` over the same ${DURATION}s):" \
+                "$(awk -F, -v n="$completed" '$3 ~ /sys_enter/ && $1 > 0 {
+                    name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"
+                    printf "%s%s %.2f", sep, name, $1 / n; sep = ", " }' "$WORK/syscalls.csv")"
+        fi
         echo
         echo "Time by binary:"
         echo

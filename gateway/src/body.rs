@@ -34,9 +34,7 @@ pub async fn read_body(
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut buf = match framing {
         Framing::Empty => return Ok(Bytes::new()),
-        // Bounded by `cap`, checked above.
-        Framing::Length(n) => BytesMut::with_capacity(usize::try_from(n).unwrap_or(0)),
-        Framing::Chunked => BytesMut::new(),
+        Framing::Length(_) | Framing::Chunked => BytesMut::new(),
     };
     let fail = |code: Code, message: &str| BodyError {
         denial: Denial::new(code, message),
@@ -49,9 +47,9 @@ pub async fn read_body(
             .map_err(|_| fail(Code::BadRequest, "connection failed"))?;
     }
     let deadline = Instant::now() + timeout;
-    loop {
+    let mut left = timeout;
+    while !session.is_body_done() {
         // Pingora's timer, as for upstream I/O (see `forward`): no eventfd write per request.
-        let left = deadline.saturating_duration_since(Instant::now());
         let chunk = pingora::time::timeout(left, session.read_request_body())
             .await
             .map_err(|_| {
@@ -71,7 +69,18 @@ pub async fn read_body(
             denial,
             close: true,
         })?;
+        if buf.is_empty() && session.is_body_done() {
+            // The whole body in one read (the common case): no copy.
+            return Ok(chunk);
+        }
+        if buf.is_empty()
+            && let Framing::Length(n) = framing
+        {
+            // Bounded by `cap`, checked above.
+            buf.reserve(usize::try_from(n).unwrap_or(0));
+        }
         buf.extend_from_slice(&chunk);
+        left = deadline.saturating_duration_since(Instant::now());
     }
     Ok(buf.freeze())
 }
