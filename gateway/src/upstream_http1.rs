@@ -139,7 +139,16 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
-        timed(self.io_timeout, self.stream.write_all(bytes)).await
+        // Most writes fit the socket buffer at once: those need no timer.
+        let sent = match self.stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(UpstreamError::Broken(e)),
+        };
+        match &bytes[sent..] {
+            [] => Ok(()),
+            rest => timed(self.io_timeout, self.stream.write_all(rest)).await,
+        }
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
