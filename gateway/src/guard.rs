@@ -27,11 +27,16 @@ pub fn screen(
     cost: u32,
 ) -> Result<(), Denial> {
     let who = identity(guard, caller);
-    if let Some(denial) = guard.detector.denial_for(&who, unix_now()) {
+    let now = unix_now();
+    // One look-up on the common path; the denial (with its `Retry-After`) only for a block.
+    let action = guard.detector.action_for(&who, now);
+    if action == Action::Block
+        && let Some(denial) = guard.detector.denial_for(&who, now)
+    {
         return Err(denial);
     }
     match plan {
-        Some(plan) if guard.detector.action_for(&who, unix_now()) >= Action::Throttle => {
+        Some(plan) if action >= Action::Throttle => {
             throttle(shared, plan, guard, caller, route, cost)
         }
         _ => Ok(()),
