@@ -138,6 +138,17 @@ impl<'l> Ctx<'l> {
         Ok(())
     }
 
+    /// How many more elements `max_elements` allows: a fast path that gives up past it
+    /// counts a run of elements at once ([`Ctx::count_elements`]).
+    pub fn elements_left(&self) -> usize {
+        self.limits.max_elements.saturating_sub(self.elements)
+    }
+
+    /// Counts `n` elements, at most [`Ctx::elements_left`].
+    pub fn count_elements(&mut self, n: usize) {
+        self.elements += n;
+    }
+
     /// Counts `n` declared elements at once (a shape's product) against `max_elements`.
     pub fn declared<E: de::Error>(
         &mut self,
