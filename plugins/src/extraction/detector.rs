@@ -458,13 +458,7 @@ impl Detector {
     pub fn harden(&self, rows: &[f32], probabilities: &mut [f32], policy: OutputPolicy) {
         let keys: Vec<u64> = if matches!(policy, OutputPolicy::Dither { .. }) {
             rows.chunks(self.model.d.max(1))
-                .map(|row| {
-                    let mut h = self.salt ^ 0xD1B5_4A32_D192_ED03;
-                    for v in row {
-                        h = mix64(h ^ u64::from(v.to_bits()));
-                    }
-                    h
-                })
+                .map(|row| dither_key(self.salt, row))
                 .collect()
         } else {
             Vec::new()
@@ -910,6 +904,51 @@ impl GlobalIndex {
                     *slot = GlobalSlot::default();
                 }
             }
+        }
+    }
+}
+
+/// A row's secret dither key: the row's bits folded into the salt two features at a time
+/// (an odd multiply and a rotation per step, each a bijection of the state, so rows that
+/// differ give different states), then mixed once. The same row always gets the same key.
+fn dither_key(salt: u64, row: &[f32]) -> u64 {
+    let pairs = row.chunks_exact(2);
+    let tail = pairs
+        .remainder()
+        .first()
+        .map_or(0, |v| u64::from(v.to_bits()));
+    let mut h = salt ^ 0xD1B5_4A32_D192_ED03 ^ row.len() as u64;
+    for pair in pairs {
+        let word = u64::from(pair[0].to_bits()) | u64::from(pair[1].to_bits()) << 32;
+        h = (h ^ word)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    mix64(h ^ tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dither_key;
+
+    /// The same row gets the same key; a change of any one feature (the odd tail included),
+    /// or another salt, gives another.
+    #[test]
+    fn dither_keys_follow_every_feature_and_the_salt() {
+        for d in [64, 7] {
+            let row: Vec<f32> = (0..d).map(|i| i as f32 * 0.5).collect();
+            let base = dither_key(42, &row);
+            assert_eq!(dither_key(42, &row), base);
+            assert_ne!(dither_key(43, &row), base);
+            let mut keys = vec![base];
+            for i in 0..d {
+                let mut changed = row.clone();
+                changed[i] += 0.25;
+                keys.push(dither_key(42, &changed));
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            assert_eq!(keys.len(), d + 1, "d {d}");
         }
     }
 }
