@@ -29,8 +29,51 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A loopback port that was free a moment ago (bound to port 0, then released).
+/// A loopback port for a server a test starts (or for one nobody listens on): free a moment
+/// ago and reserved for this test process until it exits.
+///
+/// A port the kernel hands out for `127.0.0.1:0` comes from the ephemeral range, where every
+/// outgoing connection of the parallel tests also takes its local port: released and then
+/// bound by the gateway a few milliseconds later, it can be taken in between (the gateway
+/// fails to start) or handed to another test the same way. So the port is drawn below the
+/// ephemeral range, held by a lock file no other test process can take while this one runs
+/// (the lock goes with the process), and checked free by binding it.
 pub fn free_port() -> u16 {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let Some((low, high)) = below_ephemeral_range() else {
+        return kernel_port();
+    };
+    let dir = std::env::temp_dir().join("modelgate-e2e-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
+    let mut state = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        | 1;
+    for _ in 0..10_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = low + (state % u64::from(high - low)) as u16;
+        let lock = std::fs::File::create(dir.join(port.to_string())).expect("port lock file");
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// Ports from 20000 up to the start of the kernel's ephemeral range; `None` where that range
+/// is unknown or leaves too little room below it.
+fn below_ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let start: u16 = text.split_whitespace().next()?.parse().ok()?;
+    (start >= 21_000).then_some((20_000, start))
+}
+
+/// A port the kernel picked for `127.0.0.1:0`, released again.
+fn kernel_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
