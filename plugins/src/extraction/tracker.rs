@@ -22,8 +22,10 @@ const REVISIT_FRACTION: f64 = 0.25;
 /// Most fingerprint hashes kept per query.
 pub(crate) const MAX_HASHES: usize = 32;
 /// Most window hashes a query keeps before choosing the smallest (wider rows keep the
-/// smallest this many as they go).
-const MAX_WINDOWS: usize = 256;
+/// smallest this many as they go). Any size from [`MAX_HASHES`] up gives the same result:
+/// this one holds every window of a 64-feature row and costs little to clear.
+const MAX_WINDOWS: usize = 64;
+const _: () = assert!(MAX_WINDOWS >= MAX_HASHES);
 /// Widest row whose per-query scratch lives on the stack.
 const STACK_FEATURES: usize = 1024;
 /// Fingerprint sequence numbers are 24 bits.
