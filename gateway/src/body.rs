@@ -69,15 +69,15 @@ pub async fn read_body(
             denial,
             close: true,
         })?;
-        if buf.is_empty() && session.is_body_done() {
-            // The whole body in one read (the common case): no copy.
-            return Ok(chunk);
-        }
-        if buf.is_empty()
-            && let Framing::Length(n) = framing
-        {
-            // Bounded by `cap`, checked above.
-            buf.reserve(usize::try_from(n).unwrap_or(0));
+        if buf.is_empty() {
+            if session.is_body_done() {
+                // The whole body in one read (the common case): no copy.
+                return Ok(chunk);
+            }
+            if let Framing::Length(n) = framing {
+                // Bounded by `cap`, checked above.
+                buf.reserve(usize::try_from(n).unwrap_or(0));
+            }
         }
         buf.extend_from_slice(&chunk);
         left = deadline.saturating_duration_since(Instant::now());

@@ -343,9 +343,9 @@ impl Walker<'_> {
     }
 
     /// The elements of an innermost array of a typed tensor, read straight into it: per
-    /// element only the number, its conversion (the one [`push`] uses) and the append, the
-    /// element limit checked once per array (well under half the cost of [`Walker::scan`]
-    /// per element, the common case). `None` for an array that is not all
+    /// element only the number, its conversion (the one [`super::push`] uses) and the
+    /// append, the element limit checked once per array (well under half the cost of
+    /// [`Walker::scan`] per element, the common case). `None` for an array that is not all
     /// numbers the datatype holds (numbers mixed with arrays, a value out of range): a
     /// problem the serde path then finds and reports, as the fast paths give up on every
     /// problem.
