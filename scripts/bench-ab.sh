@@ -14,9 +14,11 @@
 #   guarded  the full pipeline plus extraction detection (model `guarded`; POST=1 only): the
 #            upstream then answers every path with a v2 infer answer (V2_ANSWER in
 #            bench-lib.sh), which the gateway's guard reads and hardens
+#   embedded the guarded pipeline in front of the embedded digits model instead of the
+#            upstream (model `served`; POST=1 only): the same checks, no upstream hop
 #   steal    a second modelgate, same config but `work_stealing = true`, /open
 #   other    a second modelgate from OTHER_BIN (another build, e.g. the previous commit's
-#            release binary), same config, /open (OTHER_ROUTE=full or guarded: that path instead)
+#            release binary), same config, /open (OTHER_ROUTE=full, guarded or embedded: that path)
 #   nginx    nginx proxy_pass (bench/nginx.conf.template)
 #   direct   no proxy: the load generator straight to the upstream (the reference for added
 #            latency; its "proxy CPU" column is the upstream's, on LOAD_CPU)
@@ -49,8 +51,8 @@ RATE=${RATE:-0} POST=${POST:-0}
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1} BASE_PORT=${BASE_PORT:-19300}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 for path in "$A" "$B"; do
-    [[ $path =~ ^(routing|auth|keyed|jwt|full|guarded|steal|other|nginx|direct)$ ]] ||
-        die "A and B must be routing, auth, keyed, jwt, full, guarded, steal, other, nginx or direct (got '$path')"
+    [[ $path =~ ^(routing|auth|keyed|jwt|full|guarded|embedded|steal|other|nginx|direct)$ ]] ||
+        die "A and B must be routing, auth, keyed, jwt, full, guarded, embedded, steal, other, nginx or direct (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
 for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
@@ -68,8 +70,8 @@ uses() { [[ $A == "$1" || $B == "$1" ]]; }
 UPSTREAM_PORT=$((BASE_PORT + 1)) GATEWAY_PORT=$((BASE_PORT + 80)) ADMIN_PORT=$((BASE_PORT + 90))
 STEAL_PORT=$((BASE_PORT + 81)) STEAL_ADMIN_PORT=$((BASE_PORT + 91)) NGINX_PORT=$((BASE_PORT + 82))
 OTHER_PORT=$((BASE_PORT + 83)) OTHER_ADMIN_PORT=$((BASE_PORT + 93))
-if { uses full || uses guarded; } && ((!POST)); then
-    die "the full and guarded paths validate v2 bodies: they need POST=1"
+if { uses full || uses guarded || uses embedded; } && ((!POST)); then
+    die "the full, guarded and embedded paths validate v2 bodies: they need POST=1"
 fi
 if uses other; then
     [[ -x ${OTHER_BIN:-} ]] || die "the other path needs OTHER_BIN, an executable modelgate"
@@ -83,7 +85,7 @@ UPSTREAM_PID=${PIDS[-1]}
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
-FULL_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded 2>/dev/null) ||
+FULL_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded,served 2>/dev/null) ||
     die "cannot issue the API key"
 
 declare -A PID URL HEADER
@@ -95,6 +97,7 @@ PID[keyed]=$GATEWAY_PID URL[keyed]=${URL[routing]} HEADER[keyed]=${HEADER[auth]}
 PID[jwt]=$GATEWAY_PID URL[jwt]=http://$HOST:$GATEWAY_PORT/jwt$TAIL HEADER[jwt]="authorization: Bearer $(bench_jwt)"
 PID[full]=$GATEWAY_PID URL[full]=http://$HOST:$GATEWAY_PORT/v2/models/full/infer HEADER[full]="x-api-key: $FULL_KEY"
 PID[guarded]=$GATEWAY_PID URL[guarded]=http://$HOST:$GATEWAY_PORT/v2/models/guarded/infer HEADER[guarded]=${HEADER[full]}
+PID[embedded]=$GATEWAY_PID URL[embedded]=http://$HOST:$GATEWAY_PORT/v2/models/served/infer HEADER[embedded]=${HEADER[full]}
 PID[direct]=$UPSTREAM_PID URL[direct]=http://$HOST:$UPSTREAM_PORT/open$TAIL HEADER[direct]="x-bench: 1"
 second_gateway() { # name port admin-port [sed-expression]: the gateway's config on other ports
     sed -e "s|$HOST:$GATEWAY_PORT\"|$HOST:$2\"|" -e "s|$HOST:$ADMIN_PORT\"|$HOST:$3\"|" \
@@ -111,12 +114,12 @@ if uses other; then
     GATEWAY_BIN=$OTHER_BIN second_gateway other "$OTHER_PORT" "$OTHER_ADMIN_PORT"
     case ${OTHER_ROUTE:-routing} in
         routing) ;;
-        full | guarded)
+        full | guarded | embedded)
             ((POST)) || die "OTHER_ROUTE=$OTHER_ROUTE needs POST=1"
-            URL[other]=http://$HOST:$OTHER_PORT/v2/models/$OTHER_ROUTE/infer
+            URL[other]=${URL[$OTHER_ROUTE]/:$GATEWAY_PORT\//:$OTHER_PORT/}
             HEADER[other]=${HEADER[$OTHER_ROUTE]}
             ;;
-        *) die "OTHER_ROUTE must be routing, full or guarded" ;;
+        *) die "OTHER_ROUTE must be routing, full, guarded or embedded" ;;
     esac
 fi
 if uses nginx; then

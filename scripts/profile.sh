@@ -6,6 +6,7 @@
 #
 #   PATH_KIND=full     API key + rate limit + v2 validation (64 features) -> fast upstream
 #   PATH_KIND=guarded  the same plus extraction detection; the upstream answers v2 (V2_ANSWER)
+#   PATH_KIND=embedded the guarded checks in front of the embedded digits model (no upstream)
 #   PATH_KIND=routing  public path-prefix route, no checks -> fast upstream
 #   PATH_KIND=auth     path-prefix route with API key auth only (an unlimited plan)
 #   PATH_KIND=nginx    nginx (bench/nginx.conf.template, master_process off) proxy_pass
@@ -53,7 +54,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=127.0.0.1
 SAMPLES=$ROOT/models/digits_holdout.json
 
-[[ $PATH_KIND =~ ^(full|guarded|routing|auth|nginx)$ ]] || die "PATH_KIND must be full, guarded, routing, auth or nginx"
+[[ $PATH_KIND =~ ^(full|guarded|embedded|routing|auth|nginx)$ ]] ||
+    die "PATH_KIND must be full, guarded, embedded, routing, auth or nginx"
 [[ -z ${RATE:-} || $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE must be a positive integer"
 for knob in REQUESTS WARMUP DURATION BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
@@ -72,7 +74,7 @@ check_ports_free "$UPSTREAM_PORT" "$GATEWAY_PORT" "$ADMIN_PORT"
 start_upstream 1 "$UPSTREAM_PORT" "$([[ $PATH_KIND == guarded ]] && echo "$V2_ANSWER")"
 
 write_bench_config "$GATEWAY_PORT" "$ADMIN_PORT" "$UPSTREAM_PORT" # bench-lib.sh
-KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded 2>/dev/null) ||
+KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer bench --plan bench --models full,guarded,served 2>/dev/null) ||
     die "cannot issue the API key"
 AUTH_KEY=$("$MODELGATE" keys issue --config "$WORK/modelgate.toml" --consumer internal --plan internal --models auth 2>/dev/null) ||
     die "cannot issue the API key"
@@ -101,6 +103,7 @@ done
 
 case $PATH_KIND in
     full | guarded) url=http://$HOST:$GATEWAY_PORT/v2/models/$PATH_KIND/infer args=(--header "x-api-key: $KEY") ;;
+    embedded) url=http://$HOST:$GATEWAY_PORT/v2/models/served/infer args=(--header "x-api-key: $KEY") ;;
     auth) url=http://$HOST:$GATEWAY_PORT/auth/v2/models/full/infer args=(--header "x-api-key: $AUTH_KEY") ;;
     routing | nginx) url=http://$HOST:$GATEWAY_PORT/open/v2/models/full/infer args=() ;;
 esac

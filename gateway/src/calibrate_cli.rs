@@ -10,7 +10,7 @@ use modelgate_plugins::extraction::{
 };
 
 use crate::embedded::metadata::ModelMetadata;
-use crate::embedded::model::{OnnxModel, OutputData};
+use crate::embedded::model::{OnnxModel, OutputData, RunStates};
 
 /// Calibrates the route serving `model` on the rows of `benign` (`{"rows": [[...]], ...}`)
 /// and returns the profile JSON. Errors name the file or setting at fault.
@@ -32,8 +32,9 @@ pub fn run(config: &Config, model: &str, benign: &Path) -> Result<String, String
     let rows = read_rows(benign, onnx_model.metadata.features())?;
     let batch = onnx_model.metadata.max_batch_size.max(1);
     let mut outputs = Vec::with_capacity(rows.len());
+    let mut states = RunStates::default();
     for chunk in rows.chunks(batch) {
-        let result = onnx_model.infer(chunk.len(), chunk.iter().flatten().copied().collect())?;
+        let result = onnx_model.infer(&mut states, chunk.len(), &chunk.concat())?;
         let (shape, probabilities) = result
             .tensors
             .iter()

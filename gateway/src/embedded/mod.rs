@@ -47,8 +47,8 @@ impl EmbeddedModel {
             .map_err(|m| Denial::new(Code::InvalidInput, m))?;
         let model = Arc::clone(&self.model);
         let (batch, outputs) = pool
-            .run(move || {
-                let outputs = model.infer(batch.rows, batch.data.clone());
+            .run(move |states| {
+                let outputs = model.infer(states, batch.rows, &batch.data);
                 (batch, outputs)
             })
             .await

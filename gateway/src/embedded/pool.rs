@@ -1,5 +1,6 @@
 //! A bounded pool of blocking worker threads for inference, off the proxy's async threads.
-//! A full queue refuses the job at once (the caller answers 503) instead of growing.
+//! A full queue refuses the job at once (the caller answers 503) instead of growing. Each
+//! worker keeps the models' run states it has used ([`RunStates`]) and lends them to its jobs.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,9 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+use super::model::RunStates;
+
+type Job = Box<dyn FnOnce(&mut RunStates) + Send + 'static>;
 
 /// Why a job did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +44,7 @@ impl InferencePool {
     pub async fn run<T, F>(&self, work: F) -> Result<T, PoolError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut RunStates) -> T + Send + 'static,
     {
         self.submit(work)?.await.map_err(|_| PoolError::Stopped)
     }
@@ -50,12 +53,12 @@ impl InferencePool {
     pub fn submit<T, F>(&self, work: F) -> Result<oneshot::Receiver<T>, PoolError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut RunStates) -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job: Job = Box::new(move |states| {
             // The requester may have gone (client disconnect): nothing to do then.
-            let _ = tx.send(work());
+            let _ = tx.send(work(states));
         });
         self.sender.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => PoolError::Full,
@@ -66,13 +69,15 @@ impl InferencePool {
 }
 
 fn worker(receiver: &Mutex<Receiver<Job>>) {
+    // Dropped when the loop ends, while the thread (and tract's thread-locals) still live.
+    let mut states = RunStates::default();
     loop {
         let job = match receiver.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(),
+            Ok(job) => job(&mut states),
             Err(_) => return,
         }
     }
@@ -86,7 +91,7 @@ mod tests {
     #[tokio::test]
     async fn runs_jobs_and_returns_results() {
         let pool = InferencePool::new(2, 4).unwrap();
-        assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
+        assert_eq!(pool.run(|_| 6 * 7).await, Ok(42));
     }
 
     #[tokio::test]
@@ -96,14 +101,14 @@ mod tests {
         let (started_tx, started) = channel::<()>();
         // Occupy the only worker until released, then fill the one queue slot.
         let busy = pool
-            .submit(move || {
+            .submit(move |_| {
                 started_tx.send(()).unwrap();
                 wait.recv().unwrap();
             })
             .unwrap();
         started.recv().unwrap();
-        let queued = pool.submit(|| 1).unwrap();
-        assert_eq!(pool.submit(|| 2).err(), Some(PoolError::Full));
+        let queued = pool.submit(|_| 1).unwrap();
+        assert_eq!(pool.submit(|_| 2).err(), Some(PoolError::Full));
         release.send(()).unwrap();
         busy.await.unwrap();
         assert_eq!(queued.await.unwrap(), 1);
