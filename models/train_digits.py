@@ -44,24 +44,28 @@ def build_onnx(clf):
     """Build the ONNX graph by hand from the MLP's weights.
 
     input [batch,64] raw 0..16
-      -> Mul(1/16) -> MatMul(W1) -> Add(b1) -> Relu
+      -> MatMul(W1 / 16) -> Add(b1) -> Relu
       -> MatMul(W2) -> Add(b2) -> Softmax(axis=1) = probabilities [batch,10]
                                 -> ArgMax(axis=1, keepdims=0) = label [batch] (int64)
+
+    The MLP was trained on pixels scaled by 1/16; that scaling is folded into W1.
+    Scaling by a power of two is exact in float32, so x @ (W1 / 16) gives bit for bit
+    what (x / 16) @ W1 gives, with one operation less per inference.
     """
     w1, w2 = (np.asarray(w, dtype=np.float32) for w in clf.coefs_)
     b1, b2 = (np.asarray(b, dtype=np.float32) for b in clf.intercepts_)
     assert w1.shape == (N_FEATURES, HIDDEN) and w2.shape == (HIDDEN, N_CLASSES)
+    assert FEATURE_MAX == 16.0, "the fold below is exact for a power of two only"
+    w1_scaled = w1 * np.float32(1.0 / FEATURE_MAX)
 
     inits = [
-        numpy_helper.from_array(np.array([1.0 / FEATURE_MAX], dtype=np.float32), "scale"),
-        numpy_helper.from_array(w1, "W1"),
+        numpy_helper.from_array(w1_scaled, "W1"),
         numpy_helper.from_array(b1, "B1"),
         numpy_helper.from_array(w2, "W2"),
         numpy_helper.from_array(b2, "B2"),
     ]
     nodes = [
-        helper.make_node("Mul", ["input", "scale"], ["x_scaled"], name="scale_input"),
-        helper.make_node("MatMul", ["x_scaled", "W1"], ["h1_mm"], name="fc1_matmul"),
+        helper.make_node("MatMul", ["input", "W1"], ["h1_mm"], name="fc1_matmul"),
         helper.make_node("Add", ["h1_mm", "B1"], ["h1_pre"], name="fc1_bias"),
         helper.make_node("Relu", ["h1_pre"], ["h1"], name="fc1_relu"),
         helper.make_node("MatMul", ["h1", "W2"], ["logits_mm"], name="fc2_matmul"),

@@ -94,7 +94,7 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
     exps.iter().map(|e| e / sum).collect()
 }
 
-/// The bundled `digits.onnx` MLP (x/16 → W1,b1 → ReLU → W2,b2 → softmax), read from the
+/// The bundled `digits.onnx` MLP (W1,b1 → ReLU → W2,b2 → softmax), read from the
 /// ONNX file's initializers with a minimal protobuf reader.
 pub struct DigitsMlp {
     w1: Vec<f32>,
@@ -150,10 +150,10 @@ impl Oracle for DigitsMlp {
         let h = self.hidden;
         let k = self.b2.len();
         let mut hid = self.b1.clone();
+        // W1 carries the training's 1/16 input scaling (models/train_digits.py).
         for (x, w) in row.iter().zip(self.w1.chunks_exact(h)) {
-            let xs = x / 16.0;
             for (acc, wij) in hid.iter_mut().zip(w) {
-                *acc += xs * wij;
+                *acc += x * wij;
             }
         }
         let mut logits = self.b2.clone();
