@@ -638,26 +638,48 @@ fn sign_step_share(a: &[u8], b: &[u8]) -> Option<f32> {
     Some(best as f32 / changed as f32)
 }
 
-/// Squared Euclidean distance of two u8 rows (in 16-lane chunks the compiler vectorises).
+/// Squared Euclidean distance of two u8 rows (modulo 2³², far beyond any row width used),
+/// 16 bytes at a time: per byte `|a - b|` (two saturating subtractions), widened to 16 bits,
+/// squared and summed in pairs by SSE2's `pmaddwd`.
+#[cfg(target_feature = "sse2")]
 fn sq_dist_u8(a: &[u8], b: &[u8]) -> u32 {
-    let lane = |x: &u8, y: &u8| {
-        let t = i32::from(*x) - i32::from(*y);
-        (t * t) as u32
+    use safe_arch::{
+        add_i32_m128i, load_unaligned_m128i, mul_i16_horizontal_add_m128i, sub_saturating_u8_m128i,
+        unpack_high_i8_m128i, unpack_low_i8_m128i, zeroed_m128i,
     };
-    let mut sums = [0u32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: u32 = a16
-        .remainder()
-        .iter()
-        .zip(b16.remainder())
-        .map(|(x, y)| lane(x, y))
-        .sum();
-    for (x, y) in a16.zip(b16) {
-        for i in 0..16 {
-            sums[i] += lane(&x[i], &y[i]);
-        }
+    let ((a16, a_tail), (b16, b_tail)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
+    let tail = plain_sq_dist_u8(a_tail, b_tail);
+    let zero = zeroed_m128i();
+    let mut acc = zero;
+    for (x, y) in a16.iter().zip(b16) {
+        let (x, y) = (load_unaligned_m128i(x), load_unaligned_m128i(y));
+        let diff = sub_saturating_u8_m128i(x, y) | sub_saturating_u8_m128i(y, x);
+        let (low, high) = (
+            unpack_low_i8_m128i(diff, zero),
+            unpack_high_i8_m128i(diff, zero),
+        );
+        let squares = add_i32_m128i(
+            mul_i16_horizontal_add_m128i(low, low),
+            mul_i16_horizontal_add_m128i(high, high),
+        );
+        acc = add_i32_m128i(acc, squares);
     }
-    sums.iter().sum::<u32>() + tail
+    <[u32; 4]>::from(acc)
+        .into_iter()
+        .fold(tail, u32::wrapping_add)
+}
+
+/// Squared Euclidean distance of two u8 rows (no SSE2: what the compiler makes of it).
+#[cfg(not(target_feature = "sse2"))]
+fn sq_dist_u8(a: &[u8], b: &[u8]) -> u32 {
+    plain_sq_dist_u8(a, b)
+}
+
+fn plain_sq_dist_u8(a: &[u8], b: &[u8]) -> u32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| u32::from(x.abs_diff(*y)).pow(2))
+        .fold(0, u32::wrapping_add)
 }
 
 fn cusum(s: f32, hit: bool, drift: f32) -> f32 {
@@ -687,6 +709,11 @@ mod tests {
             let (a, b): (Vec<u8>, Vec<u8>) = pairs.into_iter().unzip();
             let plain: u32 = a.iter().zip(&b).map(|(x, y)| u32::from(x.abs_diff(*y)).pow(2)).sum();
             prop_assert_eq!(sq_dist_u8(&a, &b), plain);
+            prop_assert_eq!(plain_sq_dist_u8(&a, &b), plain);
+            // The widest differences, in both directions.
+            let (max, min) = (vec![255u8; a.len()], vec![0u8; a.len()]);
+            prop_assert_eq!(sq_dist_u8(&max, &min), 65_025 * a.len() as u32);
+            prop_assert_eq!(sq_dist_u8(&min, &max), 65_025 * a.len() as u32);
         }
 
         /// The scan bounded to the magnitudes that occur gives the full scan's share.
