@@ -2,6 +2,7 @@
 //! A full queue refuses the job at once (the caller answers 503) instead of growing. Each
 //! worker keeps the models' run states it has used ([`RunStates`]) and lends them to its jobs.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -76,9 +77,14 @@ fn worker(receiver: &Mutex<Receiver<Job>>) {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        match job {
-            Ok(job) => job(&mut states),
-            Err(_) => return,
+        let Ok(job) = job else { return };
+        // A job that panics (a bug in a model's kernels, say) fails its own request — its
+        // result sender goes, so the requester gets an error at once — and must not take
+        // the worker with it: with the last worker gone, every later inference fails.
+        if catch_unwind(AssertUnwindSafe(|| job(&mut states))).is_err() {
+            log::error!("an inference job panicked; its request failed, the worker goes on");
+            // A state left mid-run is not reused.
+            states = RunStates::default();
         }
     }
 }
@@ -92,6 +98,17 @@ mod tests {
     async fn runs_jobs_and_returns_results() {
         let pool = InferencePool::new(2, 4).unwrap();
         assert_eq!(pool.run(|_| 6 * 7).await, Ok(42));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_worker_goes_on() {
+        let pool = InferencePool::new(1, 4).unwrap();
+        let panicked = pool.submit(|_| -> u32 { panic!("a kernel bug") }).unwrap();
+        let next = pool.submit(|_| 7).unwrap();
+        let wait = std::time::Duration::from_secs(10);
+        assert!(tokio::time::timeout(wait, panicked).await.unwrap().is_err());
+        assert_eq!(tokio::time::timeout(wait, next).await.unwrap(), Ok(7));
+        assert_eq!(pool.run(|_| 8).await, Ok(8));
     }
 
     #[tokio::test]
