@@ -14,7 +14,7 @@ use modelgate_plugins::schema::ValidatedRequest;
 use modelgate_plugins::{Code, Denial};
 
 pub use metadata::ModelMetadata;
-pub use model::{OnnxModel, OutputData, Outputs};
+pub use model::{OnnxModel, OutputData, Outputs, RunStates};
 pub use pool::{InferencePool, PoolError};
 
 /// A model ready to serve: loaded once per config generation, shared by requests.
