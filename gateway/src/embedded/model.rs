@@ -32,10 +32,18 @@ pub struct OnnxModel {
 /// after every run, and tract keys its per-run scratch (matrix-multiply buffers, output
 /// layouts) by state and thread, so a kept state starts its next run with all of that in
 /// place instead of building and dropping it each time. Owned by the one thread that runs
-/// it (an inference worker holds one for its lifetime); a model's state goes at that
-/// thread's first run after the model went (e.g. replaced by a config reload).
+/// it (an inference worker holds one for its lifetime). A state holds its model's plan
+/// (weights included), so one for a model that went (e.g. replaced by a config reload) is
+/// dropped at the thread's next run or [`RunStates::drop_gone`], on that thread.
 #[derive(Default)]
 pub struct RunStates(Vec<(Weak<()>, TypedSimpleState)>);
+
+impl RunStates {
+    /// Drops the states of models that no longer exist.
+    pub fn drop_gone(&mut self) {
+        self.0.retain(|(model, _)| model.strong_count() > 0);
+    }
+}
 
 impl OnnxModel {
     /// Loads, type-checks and optimises the model; fails with a message naming the file.
@@ -104,8 +112,8 @@ impl OnnxModel {
 
     /// One run of the plan on the kept state for this model (made on first use).
     fn run(&self, states: &mut RunStates, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        states.drop_gone();
         let states = &mut states.0;
-        states.retain(|(model, _)| model.strong_count() > 0);
         let mine = Arc::as_ptr(&self.alive);
         let i = match states.iter().position(|(model, _)| model.as_ptr() == mine) {
             Some(i) => i,
@@ -152,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_models_state_goes_at_the_next_run() {
+    fn a_dropped_models_state_goes_at_the_next_run_or_sweep() {
         let (old, new, mut states) = (digits(), digits(), RunStates::default());
         old.infer(&mut states, 1, &rows(1)).unwrap();
         new.infer(&mut states, 1, &rows(1)).unwrap();
@@ -160,5 +168,8 @@ mod tests {
         drop(old);
         new.infer(&mut states, 1, &rows(1)).unwrap();
         assert_eq!(states.0.len(), 1);
+        drop(new);
+        states.drop_gone();
+        assert!(states.0.is_empty());
     }
 }

@@ -3,9 +3,10 @@
 //! worker keeps the models' run states it has used ([`RunStates`]) and lends them to its jobs.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -69,15 +70,27 @@ impl InferencePool {
     }
 }
 
+/// How long the worker at the queue waits for a job before it lets the queue go and drops
+/// the run states of models that went, so a replaced model's weights do not outlive it on
+/// an idle worker (the other workers wait their turn at the queue).
+const IDLE_SWEEP: Duration = Duration::from_secs(10);
+
 fn worker(receiver: &Mutex<Receiver<Job>>) {
     // Dropped when the loop ends, while the thread (and tract's thread-locals) still live.
     let mut states = RunStates::default();
     loop {
         let job = match receiver.lock() {
-            Ok(guard) => guard.recv(),
+            Ok(guard) => guard.recv_timeout(IDLE_SWEEP),
             Err(_) => return,
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                states.drop_gone();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         // A job that panics (a bug in a model's kernels, say) fails its own request — its
         // result sender goes, so the requester gets an error at once — and must not take
         // the worker with it: with the last worker gone, every later inference fails.
