@@ -9,6 +9,7 @@ pub mod digits;
 pub mod eval;
 pub mod gateway;
 pub mod upstream;
+pub mod wire_fuzz;
 
 use std::path::PathBuf;
 

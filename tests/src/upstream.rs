@@ -131,20 +131,24 @@ fn echo(seen: &Seen) -> String {
     )
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
+/// One line, its bytes read as UTF-8 with replacements (header values may carry
+/// obs-text); `None` at the end of the stream.
+fn read_line(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line).ok()? == 0 {
         return None;
     }
+    Some(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let line = read_line(reader)?;
     let mut parts = line.trim_end().split(' ');
     let method = parts.next()?.to_string();
     let target = parts.next()?.to_string();
     let mut headers = Vec::new();
     loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
+        let h = read_line(reader)?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
