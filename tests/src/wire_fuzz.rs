@@ -1,16 +1,18 @@
 //! Mutated HTTP/1.1 requests over real sockets against a real gateway. Whatever a client
 //! sends, the gateway answers with well-formed HTTP or closes the connection, within a
 //! bounded time; never with a 5xx (its backends here are healthy); a refusal is JSON with
-//! an error code and nothing of the request reaches a backend; no response carries the
-//! caller's API key; and the gateway serves on afterwards.
+//! an error code; a backend sees no more requests than the client got successes for
+//! (nothing refused goes through, nothing is smuggled in behind an accepted request); no
+//! response carries a credential; and the gateway serves on afterwards.
 //!
 //! The requests start from valid ones of every kind the gateway serves (v2 JSON and binary
-//! to the embedded model and to an HTTP backend behind the extraction guard, chunked
-//! bodies, a JSON-Schema route, metadata and health) and take one to three mutations each
-//! (bytes changed, inserted, cut; framing headers rewritten; bodies replaced; oversized or
-//! repeated headers; other methods, paths and versions). Each goes on its own connection,
-//! whose write side is closed after the request, so a request that claims more body than
-//! it has ends at the close instead of waiting for the body timeout.
+//! to the embedded model and to an HTTP backend behind the extraction guard, with API keys
+//! and a JWT; chunked bodies; a JSON-Schema route; metadata and health) and take one to
+//! three mutations each (bytes changed, inserted, cut; framing headers rewritten; bodies
+//! replaced; oversized, repeated or folded headers; expectations; other methods, paths and
+//! versions; pipelining). Each goes on its own connection, whose write side is closed after
+//! the request, so a request that claims more body than it has ends at the close instead
+//! of waiting for the body timeout.
 //!
 //! Used by `tests/tests/wire_fuzz.rs` (a fixed seed, a few hundred requests) and the
 //! `wire-fuzz` binary (as many as asked).
@@ -38,7 +40,25 @@ fn v2_answer() -> &'static str {
     Box::leak(raw.into_boxed_str())
 }
 
-/// A gateway with one route of each kind, its backends, and the API keys its requests use.
+const JWT_ISSUER: &str = "https://wire.test";
+const JWT_SECRET: &str = "wire-fuzz-jwt-secret-0123456789abcdef-0123";
+
+/// A token for the trusted consumer `trusted-jwt`, allowed every model, valid for an hour.
+fn jwt() -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let claims = serde_json::json!({
+        "iss": JWT_ISSUER, "aud": "modelgate", "sub": "trusted-jwt", "exp": exp,
+        "scope": "digits remote", "tenant": "wire",
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &key).expect("HS256 signing cannot fail")
+}
+
+/// A gateway with one route of each kind, its backends, and the credentials its requests use.
 pub struct Target {
     pub gateway: GatewayProcess,
     /// Behind the `remote` v2 route (answers a fixed v2 response).
@@ -50,6 +70,8 @@ pub struct Target {
     pub key: String,
     /// An untrusted consumer's key (hardened and, when it probes, blocked).
     pub untrusted_key: String,
+    /// A trusted consumer's JWT (HS256, valid for an hour).
+    pub jwt: String,
     templates: Vec<Vec<u8>>,
 }
 
@@ -101,14 +123,16 @@ impl Target {
         let chat_backend = Upstream::start(Behaviour::Echo);
         let setup: Setup = GatewayProcess::setup(&format!(
             "[auth]\nkey_store = \"keys.json\"\nmax_failures_per_minute = 1000000\n\n\
+             [[auth.jwt]]\nissuer = \"{JWT_ISSUER}\"\naudiences = [\"modelgate\"]\nalgorithms = [\"HS256\"]\n\
+             hmac_secret_env = \"MG_WIRE_JWT_SECRET\"\ngroup_claim = \"tenant\"\n\n\
              [plans.default]\nrate = \"100000/s\"\nburst = 100000\n\n\
              [[routes]]\nname = \"digits\"\nmodel = \"digits\"\n\
              [routes.embedded]\nonnx = {onnx:?}\nmetadata = {meta:?}\n\
-             [routes.extraction]\nprofile = {profile:?}\ntrusted = [\"trusted\"]\n\n\
+             [routes.extraction]\nprofile = {profile:?}\ntrusted = [\"trusted\", \"trusted-jwt\"]\n\n\
              [[routes]]\nname = \"remote\"\nmodel = \"remote\"\n\
              [routes.validate]\nmetadata = {meta:?}\n\
              [routes.http]\nupstreams = [\"{v2}\"]\n\
-             [routes.extraction]\nprofile = {profile:?}\ntrusted = [\"trusted\"]\n\n\
+             [routes.extraction]\nprofile = {profile:?}\ntrusted = [\"trusted\", \"trusted-jwt\"]\n\n\
              [[routes]]\nname = \"chat\"\npath_prefix = \"/chat\"\npublic = true\n\
              [routes.validate]\njson_schema = {schema:?}\n\
              [routes.http]\nupstreams = [\"{chat}\"]\n",
@@ -118,17 +142,20 @@ impl Target {
             v2 = v2_backend.url(),
             chat = chat_backend.url(),
             schema = repo_root().join("tests/fixtures/prompt_schema.json"),
-        ));
+        ))
+        .env("MG_WIRE_JWT_SECRET", JWT_SECRET);
         let key = setup.issue_key("trusted", "default", "*");
         let untrusted_key = setup.issue_key("someone", "default", "*");
         let gateway = setup.start();
-        let templates = templates(&key, &untrusted_key);
+        let jwt = jwt();
+        let templates = templates(&key, &untrusted_key, &jwt);
         let target = Target {
             gateway,
             v2_backend,
             chat_backend,
             key,
             untrusted_key,
+            jwt,
             templates,
         };
         for (i, t) in target.templates.iter().enumerate() {
@@ -142,6 +169,11 @@ impl Target {
             );
         }
         target
+    }
+
+    /// What no response and no log line may contain: the API keys, the JWT, its secret.
+    pub fn secrets(&self) -> [&str; 4] {
+        [&self.key, &self.untrusted_key, &self.jwt, JWT_SECRET]
     }
 
     /// Requests the backends have received so far.
@@ -161,18 +193,21 @@ impl Target {
             let started = Instant::now();
             let answer = exchange(self.gateway.addr, &request);
             let head_request = request.starts_with(b"HEAD ");
-            let mut problems = check(&answer, head_request, &[&self.key, &self.untrusted_key]);
+            let mut problems = check(&answer, head_request, &self.secrets());
             if started.elapsed() > DEADLINE {
                 problems.push(format!("took {:?}", started.elapsed()));
             }
             let forwarded = self.forwarded() - before;
-            let any_success = answer
+            // Each request a backend sees is one the client got a success for: nothing
+            // refused goes through, and nothing is smuggled in behind an accepted one.
+            let successes = answer
                 .responses
                 .iter()
-                .any(|r| (200..300).contains(&r.status));
-            if !any_success && forwarded > 0 {
+                .filter(|r| (200..300).contains(&r.status))
+                .count();
+            if forwarded > successes {
                 problems.push(format!(
-                    "refused, yet {forwarded} request(s) reached a backend"
+                    "{forwarded} request(s) reached a backend for {successes} success(es)"
                 ));
             }
             report.count(&answer, forwarded);
@@ -273,7 +308,7 @@ impl std::fmt::Display for Report {
 }
 
 /// Valid requests of every kind the target serves.
-fn templates(key: &str, untrusted: &str) -> Vec<Vec<u8>> {
+fn templates(key: &str, untrusted: &str, jwt: &str) -> Vec<Vec<u8>> {
     let (rows, _) = holdout();
     let row: Vec<String> = rows[0].iter().map(|v| v.to_string()).collect();
     let json = format!(
@@ -292,6 +327,7 @@ fn templates(key: &str, untrusted: &str) -> Vec<Vec<u8>> {
     let x_key = format!("x-api-key: {key}\r\n");
     let bearer = format!("Authorization: Bearer {key}\r\n");
     let untrusted = format!("x-api-key: {untrusted}\r\n");
+    let jwt = format!("Authorization: Bearer {jwt}\r\n");
 
     let mut chunked = format!(
         "POST /v2/models/digits/infer HTTP/1.1\r\nHost: t\r\n{x_key}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -326,6 +362,7 @@ fn templates(key: &str, untrusted: &str) -> Vec<Vec<u8>> {
         post("/v2/models/digits/infer", &x_key, "", json.as_bytes()),
         post("/v2/models/remote/infer", &bearer, "", json.as_bytes()),
         post("/v2/models/remote/infer", &untrusted, "", json.as_bytes()),
+        post("/v2/models/digits/infer", &jwt, "", json.as_bytes()),
         chunked,
         binary,
         post("/chat/v1/complete", "", "", br#"{"prompt":"hello","n":2}"#),
@@ -374,7 +411,7 @@ fn mutate(request: &[u8], rng: &mut Rng) -> Vec<u8> {
 
 fn mutate_once(r: &mut Vec<u8>, rng: &mut Rng) {
     let head = head_end(r);
-    match rng.below(14) {
+    match rng.below(15) {
         // A few bytes changed anywhere.
         0 => {
             for _ in 0..1 + rng.below(4) {
@@ -531,6 +568,23 @@ fn mutate_once(r: &mut Vec<u8>, rng: &mut Rng) {
             ]);
             insert_header(r, value);
         }
+        // Framing and connection headers: expectations, folded lines (a smuggling vector),
+        // a second Host, connection options.
+        13 => {
+            let value: &[u8] = rng.pick::<&[u8]>(&[
+                &b"Expect: 100-continue\r\n"[..],
+                &b"Expect: 200-ok\r\n"[..],
+                &b"X-Folded: a\r\n b\r\n"[..],
+                &b"Content-Length: 5\r\n 0\r\n"[..],
+                &b"Host: other.example\r\n"[..],
+                &b"Connection: close\r\n"[..],
+                &b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"[..],
+                &b"TE: trailers\r\n"[..],
+                &b" leading-space: x\r\n"[..],
+                &b"Bad Name: x\r\n"[..],
+            ]);
+            insert_header(r, value);
+        }
         // A second request right behind the first (pipelining).
         _ => {
             let copy = r.clone();
@@ -670,6 +724,8 @@ fn parse_responses(mut raw: &[u8], head_request: bool) -> (Vec<Response>, Option
             .filter_map(|l| l.split_once(':'))
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        // An interim answer (`100 Continue`) has no body.
+        let length = length.or(status.filter(|s| (100..200).contains(s)).map(|_| 0));
         let (Some(status), Some(length)) = (status, length) else {
             return (responses, Some(head));
         };
@@ -729,9 +785,8 @@ fn check(answer: &Answer, head_request: bool, secrets: &[&str]) -> Vec<String> {
     }
     let text = String::from_utf8_lossy(&answer.raw);
     for secret in secrets {
-        let tail = &secret[secret.len() - 20..];
-        if text.contains(tail) {
-            problems.push("an API key came back in a response".to_owned());
+        if text.contains(&secret[secret.len() - 20..]) {
+            problems.push("a credential came back in a response".to_owned());
         }
     }
     problems

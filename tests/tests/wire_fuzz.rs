@@ -18,13 +18,16 @@ fn mutated_requests_get_a_clean_answer_or_a_close() {
     // The run reached every layer: answers, refusals of several kinds, backends.
     let answered =
         |lo: u16, hi: u16| -> usize { report.statuses.range(lo..hi).map(|(_, n)| n).sum() };
-    assert!(answered(200, 300) >= 80, "{report}");
+    assert!(answered(200, 300) >= 50, "{report}");
     assert!(report.statuses.range(400..500).count() >= 5, "{report}");
     assert!(report.codes.len() >= 6, "{report}");
-    assert!(report.forwarded >= 40, "{report}");
-    // The gateway wrote no API key into its logs either.
+    assert!(report.forwarded >= 20, "{report}");
+    // The gateway wrote no credential into its logs either.
     let logs = target.gateway.logs();
-    for key in [&target.key, &target.untrusted_key] {
-        assert!(!logs.contains(&key[key.len() - 20..]), "a key in the logs");
+    for secret in target.secrets() {
+        assert!(
+            !logs.contains(&secret[secret.len() - 20..]),
+            "a credential in the logs"
+        );
     }
 }
