@@ -134,7 +134,7 @@ pub struct ServerSection {
     /// How often watched files are checked (default 1s); a change is applied once two
     /// checks in a row agree.
     pub watch_interval: Option<String>,
-    /// Env var / file holding the bearer token for mutating admin endpoints.
+    /// Env var / file holding the bearer token for the `/admin/` endpoints.
     pub admin_token_env: Option<String>,
     pub admin_token_file: Option<String>,
 }

@@ -161,7 +161,8 @@ pub struct ServerSettings {
     /// Poll interval of the file watcher that reloads on changes; `None`: no watcher.
     #[serde(serialize_with = "crate::duration::serialize_option")]
     pub watch_interval: Option<Duration>,
-    /// Token for mutating admin endpoints; without one they are refused.
+    /// Token for the `/admin/` endpoints; without one the mutating ones are refused and
+    /// the read-only ones answer only on a loopback admin listener.
     pub admin_token: Option<SecretSource>,
 }
 

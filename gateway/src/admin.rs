@@ -1,5 +1,9 @@
-//! The admin listener (loopback by default): `/healthz`, `/readyz`, `POST /admin/reload`.
-//! Mutating endpoints need the admin bearer token; without a configured token they are off.
+//! The admin listener (loopback by default): `/healthz`, `/readyz` and `/metrics` for
+//! probes and scrapers, open; `GET /admin/config` and `GET /admin/suspects` (who is
+//! suspected of what: worth keeping from the suspects themselves) need the admin bearer
+//! token when one is configured, and without one answer only on a loopback listener;
+//! mutating endpoints (`POST /admin/reload`, `DELETE /admin/suspects/{id}`) always need the
+//! token, and are off without one.
 
 use std::sync::Arc;
 
@@ -22,6 +26,8 @@ pub struct Admin {
     pub token: Option<Vec<u8>>,
     /// Upstream health checks, for `/readyz`.
     pub health: Arc<UpstreamHealth>,
+    /// Whether the admin listener is on a loopback address.
+    pub loopback: bool,
 }
 
 impl Responder for Admin {
@@ -51,6 +57,10 @@ impl Responder for Admin {
                 .await?
             }
             ("/admin/config", true, _) => {
+                if let Err(denial) = self.authorize_read(session) {
+                    respond::deny(session, &denial, close).await?;
+                    return Ok(());
+                }
                 let body = self.config_view();
                 respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
             }
@@ -71,6 +81,10 @@ impl Responder for Admin {
                 respond::json(session, status, Bytes::from(body.to_string()), &[]).await?
             }
             ("/admin/suspects", true, _) => {
+                if let Err(denial) = self.authorize_read(session) {
+                    respond::deny(session, &denial, close).await?;
+                    return Ok(());
+                }
                 let body = serde_json::to_vec_pretty(&self.suspects()).unwrap_or_default();
                 respond::json(session, StatusCode::OK, Bytes::from(body), &[]).await?
             }
@@ -168,28 +182,97 @@ impl Admin {
         found
     }
 
+    /// For the mutating endpoints: the token.
     fn authorize(&self, session: &ServerSession) -> Result<(), Denial> {
-        let Some(expected) = &self.token else {
-            return Err(Denial::new(
-                Code::Forbidden,
-                "mutating admin endpoints are disabled: configure server.admin_token_env or admin_token_file",
-            ));
-        };
-        let presented = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if bool::from(presented.as_bytes().ct_eq(expected)) {
-            Ok(())
-        } else {
+        self.audited(session, check_token(self.token.as_deref(), bearer(session)))
+    }
+
+    /// For the read-only `/admin/` endpoints: see [`read_access`].
+    fn authorize_read(&self, session: &ServerSession) -> Result<(), Denial> {
+        let access = read_access(self.token.as_deref(), self.loopback, bearer(session));
+        self.audited(session, access)
+    }
+
+    /// Writes an audit record when a configured token was not presented.
+    fn audited(&self, session: &ServerSession, access: Result<(), Denial>) -> Result<(), Denial> {
+        if access.is_err() && self.token.is_some() {
             log::warn!(target: "audit", "{}", serde_json::json!({"event": "admin_auth_failure", "path": session.req_header().uri.path()}));
-            Err(
-                Denial::new(Code::InvalidCredentials, "the admin token is not valid")
-                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
-            )
         }
+        access
+    }
+}
+
+/// Who may read `/admin/config` and `/admin/suspects`: the token's holder when a token is
+/// configured; without one, anyone reaching a loopback listener, nobody otherwise.
+fn read_access(expected: Option<&[u8]>, loopback: bool, presented: &str) -> Result<(), Denial> {
+    if expected.is_none() && loopback {
+        return Ok(());
+    }
+    check_token(expected, presented)
+}
+
+/// The `Authorization: Bearer` value, or "".
+fn bearer(session: &ServerSession) -> &str {
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// `presented` against the configured token, in constant time: 403 when there is none,
+/// 401 when it does not match.
+fn check_token(expected: Option<&[u8]>, presented: &str) -> Result<(), Denial> {
+    let Some(expected) = expected else {
+        return Err(Denial::new(
+            Code::Forbidden,
+            "this admin endpoint needs an admin token: configure server.admin_token_env or admin_token_file",
+        ));
+    };
+    if bool::from(presented.as_bytes().ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err(
+            Denial::new(Code::InvalidCredentials, "the admin token is not valid")
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_guards_admin_endpoints() {
+        let token = Some(&b"s3cret-token"[..]);
+        assert!(check_token(token, "s3cret-token").is_ok());
+        for wrong in ["", "s3cret-toke", "s3cret-token2", "S3CRET-TOKEN"] {
+            assert_eq!(
+                check_token(token, wrong).unwrap_err().status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // Without a configured token, mutating endpoints are off, whatever is presented.
+        assert_eq!(
+            check_token(None, "").unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn reads_need_the_token_when_there_is_one_and_loopback_when_there_is_none() {
+        let token = Some(&b"s3cret-token"[..]);
+        for loopback in [true, false] {
+            assert!(read_access(token, loopback, "s3cret-token").is_ok());
+            assert!(read_access(token, loopback, "").is_err());
+        }
+        assert!(read_access(None, true, "").is_ok());
+        assert_eq!(
+            read_access(None, false, "anything").unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -136,6 +136,7 @@ pub fn serve(config_path: &Path, upgrade: bool) -> Result<(), String> {
         reloader: Arc::clone(&reloader),
         token: admin_token,
         health,
+        loopback: settings.admin_listen.ip().is_loopback(),
     };
     let mut admin = Service::new("modelgate admin".into(), HttpService(admin));
     admin.threads = Some(1);

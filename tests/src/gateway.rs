@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::{client, free_port, repo_root};
 
-/// The admin token the harness configures (through an env var) for mutating endpoints.
+/// The admin token the harness configures (through an env var) for the `/admin/` endpoints.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The `[server]` line that keeps the reload file watcher off.
@@ -322,4 +322,13 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` on the admin listener `admin` with the harness's admin token.
+pub fn admin_get(admin: SocketAddr, path: &str) -> client::Response {
+    client::send(
+        admin,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n")
+            .as_bytes(),
+    )
 }

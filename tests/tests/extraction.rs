@@ -7,7 +7,7 @@
 
 use modelgate_e2e::client::{self, Conn, get};
 use modelgate_e2e::digits::{infer, output, probe_until_blocked};
-use modelgate_e2e::gateway::{ADMIN_TOKEN, GatewayProcess, Setup};
+use modelgate_e2e::gateway::{ADMIN_TOKEN, GatewayProcess, Setup, admin_get};
 use modelgate_e2e::{holdout, random_rows, repo_root};
 
 fn setup() -> Setup {
@@ -79,8 +79,12 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
         "modelgate_denials_total{stage=\"extraction\",code=\"extraction_suspected\"}",
     ]);
 
-    // The admin API lists the attacker (and only it), and an operator clears it.
-    let suspects = get(gw.admin, "/admin/suspects").json();
+    // The admin API lists the attacker (and only it) to the admin token's holder (the
+    // suspects themselves must not learn where they stand), and an operator clears it.
+    assert_eq!(get(gw.admin, "/admin/suspects").status, 401);
+    let wrong = "GET /admin/suspects HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer nope\r\n\r\n";
+    assert_eq!(client::send(gw.admin, wrong.as_bytes()).status, 401);
+    let suspects = admin_get(gw.admin, "/admin/suspects").json();
     let listed = suspects["routes"]["digits"].as_array().unwrap();
     assert!(listed.iter().any(|s| s["name"] == "attacker"), "{suspects}");
     assert!(!listed.iter().any(|s| s["name"] == "benign"));

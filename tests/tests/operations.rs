@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use modelgate_e2e::client::{get, post_json};
-use modelgate_e2e::gateway::{GatewayProcess, digits_route};
+use modelgate_e2e::gateway::{GatewayProcess, admin_get, digits_route};
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 
 #[test]
@@ -41,7 +41,10 @@ fn metrics_count_requests_by_route_status_and_code_and_logs_are_json_lines() {
     assert_eq!(bad["code"], "invalid_json");
     assert_eq!(bad["route"], "digits");
     assert_eq!(bad["model"], "digits");
-    let config = get(gw.admin, "/admin/config");
+    // The config view is the admin token's holder's; health and metrics stay open.
+    assert_eq!(get(gw.admin, "/admin/config").status, 401);
+    assert_eq!(get(gw.admin, "/healthz").status, 200);
+    let config = admin_get(gw.admin, "/admin/config");
     assert_eq!(config.status, 200);
     let view = config.json();
     assert_eq!(view["generation"], 1);

@@ -261,7 +261,7 @@ fn rank(action: &str) -> usize {
 
 /// `GET /admin/suspects` → (id, action rank) of every suspect on the digits route.
 pub fn suspects(admin: SocketAddr) -> Vec<(String, usize)> {
-    let v = client::get(admin, "/admin/suspects").json();
+    let v = crate::gateway::admin_get(admin, "/admin/suspects").json();
     v["routes"]["digits"]
         .as_array()
         .map(|a| {
@@ -668,7 +668,7 @@ fn benign_on(
     });
     let listed = suspects(gateway.admin);
     let details: Vec<String> =
-        client::get(gateway.admin, "/admin/suspects").json()["routes"]["digits"]
+        crate::gateway::admin_get(gateway.admin, "/admin/suspects").json()["routes"]["digits"]
             .as_array()
             .map(|a| {
                 a.iter()
