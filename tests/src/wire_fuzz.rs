@@ -7,14 +7,15 @@
 //!
 //! The requests start from valid ones of every kind the gateway serves (v2 JSON and binary
 //! to the embedded model and to an HTTP backend behind the extraction guard, with API keys
-//! and a JWT; chunked bodies; a JSON-Schema route; metadata and health) and take one to
+//! and a JWT; chunked bodies; a JSON-Schema route; metadata and health; the admin
+//! listener's health, metrics and token-guarded reads) and take one to
 //! three mutations each (bytes changed, inserted, cut; framing headers rewritten; bodies
 //! replaced; oversized, repeated or folded headers; expectations; other methods, paths and
 //! versions; pipelining). Each goes on its own connection, whose write side is closed after
 //! the request, so a request that claims more body than it has ends at the close instead
 //! of waiting for the body timeout.
 //!
-//! Used by `tests/tests/wire_fuzz.rs` (a fixed seed, a few hundred requests) and the
+//! Used by `tests/tests/wire_fuzz.rs` (a fixed seed, 2000 requests) and the
 //! `wire-fuzz` binary (as many as asked).
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::gateway::{GatewayProcess, Setup};
+use crate::gateway::{ADMIN_TOKEN, GatewayProcess, Setup};
 use crate::upstream::{Behaviour, Upstream};
 use crate::{holdout, repo_root};
 
@@ -72,7 +73,13 @@ pub struct Target {
     pub untrusted_key: String,
     /// A trusted consumer's JWT (HS256, valid for an hour).
     pub jwt: String,
-    templates: Vec<Vec<u8>>,
+    templates: Vec<Template>,
+}
+
+/// A valid request, and whether it goes to the admin listener.
+struct Template {
+    admin: bool,
+    bytes: Vec<u8>,
 }
 
 /// One request that broke a rule.
@@ -159,7 +166,7 @@ impl Target {
             templates,
         };
         for (i, t) in target.templates.iter().enumerate() {
-            let answer = exchange(target.gateway.addr, t);
+            let answer = exchange(target.addr(t), &t.bytes);
             let status = answer.responses.first().map(|r| r.status);
             assert_eq!(
                 status,
@@ -171,9 +178,25 @@ impl Target {
         target
     }
 
-    /// What no response and no log line may contain: the API keys, the JWT, its secret.
-    pub fn secrets(&self) -> [&str; 4] {
-        [&self.key, &self.untrusted_key, &self.jwt, JWT_SECRET]
+    /// What no response and no log line may contain: the API keys, the JWT, its secret,
+    /// the admin token.
+    pub fn secrets(&self) -> [&str; 5] {
+        [
+            &self.key,
+            &self.untrusted_key,
+            &self.jwt,
+            JWT_SECRET,
+            ADMIN_TOKEN,
+        ]
+    }
+
+    /// The listener a template is for.
+    fn addr(&self, template: &Template) -> std::net::SocketAddr {
+        if template.admin {
+            self.gateway.admin
+        } else {
+            self.gateway.addr
+        }
     }
 
     /// Requests the backends have received so far.
@@ -188,10 +211,10 @@ impl Target {
         let mut report = Report::default();
         for case in 0..cases {
             let template = &self.templates[rng.below(self.templates.len())];
-            let request = mutate(template, &mut rng);
+            let request = mutate(&template.bytes, &mut rng);
             let before = self.forwarded();
             let started = Instant::now();
-            let answer = exchange(self.gateway.addr, &request);
+            let answer = exchange(self.addr(template), &request);
             let head_request = request.starts_with(b"HEAD ");
             let mut problems = check(&answer, head_request, &self.secrets());
             if started.elapsed() > DEADLINE {
@@ -227,11 +250,11 @@ impl Target {
                 return report;
             }
         }
-        let live = exchange(self.gateway.addr, &self.templates[0]);
+        let live = exchange(self.gateway.addr, &self.templates[0].bytes);
         if live.responses.first().map(|r| r.status) != Some(200) {
             report.findings.push(Finding {
                 case: cases,
-                request: self.templates[0].clone(),
+                request: self.templates[0].bytes.clone(),
                 problem: format!(
                     "a valid request fails after the run: {}",
                     String::from_utf8_lossy(&live.raw)
@@ -308,7 +331,7 @@ impl std::fmt::Display for Report {
 }
 
 /// Valid requests of every kind the target serves.
-fn templates(key: &str, untrusted: &str, jwt: &str) -> Vec<Vec<u8>> {
+fn templates(key: &str, untrusted: &str, jwt: &str) -> Vec<Template> {
     let (rows, _) = holdout();
     let row: Vec<String> = rows[0].iter().map(|v| v.to_string()).collect();
     let json = format!(
@@ -357,7 +380,7 @@ fn templates(key: &str, untrusted: &str, jwt: &str) -> Vec<Vec<u8>> {
         r
     };
 
-    vec![
+    let data = vec![
         b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
         post("/v2/models/digits/infer", &x_key, "", json.as_bytes()),
         post("/v2/models/remote/infer", &bearer, "", json.as_bytes()),
@@ -367,7 +390,22 @@ fn templates(key: &str, untrusted: &str, jwt: &str) -> Vec<Vec<u8>> {
         binary,
         post("/chat/v1/complete", "", "", br#"{"prompt":"hello","n":2}"#),
         format!("GET /v2/models/digits HTTP/1.1\r\nHost: t\r\n{x_key}\r\n").into_bytes(),
-    ]
+    ];
+    let admin = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes()
+    };
+    let admin = vec![
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+        admin("GET", "/admin/suspects"),
+        admin("GET", "/admin/config"),
+    ];
+    let tag = |admin: bool| move |bytes| Template { admin, bytes };
+    data.into_iter()
+        .map(tag(false))
+        .chain(admin.into_iter().map(tag(true)))
+        .collect()
 }
 
 /// Small, fast, reproducible (xorshift64).

@@ -1,5 +1,5 @@
 //! Mutated HTTP/1.1 requests against a real gateway (`modelgate_e2e::wire_fuzz`): a fixed
-//! seed and a few hundred requests here; `cargo run -p modelgate-e2e --bin wire-fuzz` runs
+//! seed and 2000 requests here; `cargo run -p modelgate-e2e --bin wire-fuzz` runs
 //! as many as asked.
 
 use modelgate_e2e::wire_fuzz::Target;
@@ -7,7 +7,8 @@ use modelgate_e2e::wire_fuzz::Target;
 #[test]
 fn mutated_requests_get_a_clean_answer_or_a_close() {
     let mut target = Target::start();
-    let report = target.run(800, 0x5eed_0001);
+    let report = target.run(2000, 0x5eed_0001);
+    println!("{report}");
     let shown: Vec<String> = report
         .findings
         .iter()
