@@ -145,6 +145,8 @@ pub struct ServerSection {
 pub struct LimitsSection {
     pub max_body_bytes: Option<u64>,
     pub body_read_timeout: Option<String>,
+    /// Time for a request head, from the connection's opening or the previous response.
+    pub header_read_timeout: Option<String>,
     pub max_json_depth: Option<usize>,
     /// Most request header fields (Pingora itself refuses more than 256 with a bare 400).
     pub max_header_count: Option<usize>,

@@ -173,6 +173,11 @@ pub struct Limits {
     /// The whole request body must arrive within this time.
     #[serde(serialize_with = "crate::duration::serialize")]
     pub body_read_timeout: Duration,
+    /// A request head must arrive within this time of the connection's opening or of the
+    /// previous response (so it bounds the keep-alive idle time too); a client that sends
+    /// a header line now and then cannot hold a connection longer.
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub header_read_timeout: Duration,
     pub max_json_depth: usize,
     /// Most request header fields; more get 431.
     pub max_header_count: usize,

@@ -148,6 +148,11 @@ impl Validator<'_> {
                 l.body_read_timeout.as_deref(),
                 "10s",
             ),
+            header_read_timeout: self.duration(
+                "limits.header_read_timeout",
+                l.header_read_timeout.as_deref(),
+                "60s",
+            ),
             max_json_depth: self.positive("limits.max_json_depth", l.max_json_depth, 64),
             max_header_count: self.bounded(
                 "limits.max_header_count",

@@ -2,7 +2,7 @@
 //! refused request never reaches an upstream), then into the metrics, trace and access log.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use opentelemetry::KeyValue;
@@ -29,6 +29,10 @@ pub struct RequestCtx {
 
 impl Responder for Gateway {
     type Ctx = RequestCtx;
+
+    fn head_deadline(&self) -> Duration {
+        self.snapshot.load().config.limits.header_read_timeout
+    }
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::ErrorType;
@@ -23,12 +24,23 @@ use crate::respond;
 /// Idle time allowed between requests on a kept-alive client connection (Pingora's default).
 const KEEPALIVE_SECS: u64 = 60;
 
+/// [`Responder::head_deadline`] unless a service says otherwise.
+const HEAD_DEADLINE: Duration = Duration::from_secs(KEEPALIVE_SECS);
+
 /// A service that answers every request itself.
 pub trait Responder: Send + Sync + 'static {
     /// Per-request state, handed to `log` once the request is over.
     type Ctx: Send;
 
     fn new_ctx(&self) -> Self::Ctx;
+
+    /// Longest a request head may take to arrive, counted from the connection's opening or
+    /// the previous response. Pingora's own timeout restarts with every read, so without
+    /// it a client sending a header line now and then would hold the connection for ever
+    /// (slowloris).
+    fn head_deadline(&self) -> Duration {
+        HEAD_DEADLINE
+    }
 
     /// Answers one request (the head is read). `Err` only when the client connection
     /// broke; the connection is then dropped.
@@ -55,14 +67,34 @@ impl<R: Responder> ServerApp for HttpService<R> {
     ) -> Option<Stream> {
         let mut shutdown = shutdown.clone();
         let mut session = ServerSession::new_http1(stream);
+        // One timer for the connection (Pingora's, 10 ms resolution), not one per request:
+        // when it fires before the head's real deadline, counted from the last answer, it
+        // is set again for what is left.
+        let mut since = Instant::now();
+        let mut timer = Box::pin(pingora::time::sleep(self.0.head_deadline()));
         loop {
             let draining = *shutdown.borrow();
             session.set_keepalive((!draining).then_some(KEEPALIVE_SECS));
-            // Biased: a request already buffered is answered even when shutdown begins.
-            let read = tokio::select! {
-                biased;
-                read = session.read_request() => read,
-                _ = shutdown.changed(), if !draining => return None,
+            let read = {
+                let read = session.read_request();
+                tokio::pin!(read);
+                loop {
+                    // Biased: a request already buffered is answered even when shutdown
+                    // begins.
+                    tokio::select! {
+                        biased;
+                        read = &mut read => break read,
+                        () = &mut timer => {
+                            // Past the deadline the connection closes without an answer, as
+                            // it does when the keep-alive time runs out.
+                            let left = (since + self.0.head_deadline())
+                                .checked_duration_since(Instant::now())
+                                .filter(|left| !left.is_zero())?;
+                            timer.set(pingora::time::sleep(left));
+                        }
+                        _ = shutdown.changed(), if !draining => return None,
+                    }
+                }
             };
             match read {
                 Ok(true) => {}
@@ -83,6 +115,7 @@ impl<R: Responder> ServerApp for HttpService<R> {
             // Pipelining stays off (Pingora's default): bytes sent ahead of the response
             // keep the connection from being reused, so there is no prefix to carry over.
             let (stream, _) = self.answer(session).await?.into_parts();
+            since = Instant::now();
             session = ServerSession::new_http1(stream);
         }
     }

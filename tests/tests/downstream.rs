@@ -1,6 +1,7 @@
 //! The client connection itself (`gateway/src/http_service.rs`): malformed heads and
-//! `CONNECT` answered with a JSON error and a close, keep-alive across many requests, and
-//! idle connections closed as soon as a graceful shutdown begins.
+//! `CONNECT` answered with a JSON error and a close, keep-alive across many requests, a
+//! request head bounded in time however slowly it trickles in, and idle connections
+//! closed as soon as a graceful shutdown begins.
 
 use std::time::{Duration, Instant};
 
@@ -80,4 +81,47 @@ fn idle_connections_close_when_shutdown_begins() {
         signalled.elapsed()
     );
     assert!(gw.wait_exit(Duration::from_millis(1)).is_none());
+}
+
+#[test]
+fn a_request_head_must_arrive_within_the_header_timeout() {
+    let gw = GatewayProcess::start(&format!(
+        "[limits]\nheader_read_timeout = \"1500ms\"\n\n{}",
+        digits_route()
+    ));
+    let started = Instant::now();
+    // A head that trickles in, a header line every 200 ms: every read is recent, yet the
+    // connection closes at the deadline instead of being held for ever.
+    let mut slow = Conn::open(gw.addr).unwrap();
+    slow.send(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    let mut closed_after = None;
+    for i in 0..50 {
+        if slow.is_closed(Duration::from_millis(200)) {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        if slow.send(format!("X-Drip-{i}: x\r\n").as_bytes()).is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("a trickling head held the connection for 10 s");
+    assert!(
+        closed_after >= Duration::from_millis(1400) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+
+    // A kept-alive connection that answered a request may idle up to the same bound.
+    let mut idle = Conn::open(gw.addr).unwrap();
+    assert_eq!(idle.request(LIVE).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(idle.request(LIVE).unwrap().status, 200);
+    let answered = Instant::now();
+    assert!(idle.is_closed(Duration::from_secs(5)));
+    assert!(
+        answered.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        answered.elapsed()
+    );
 }
