@@ -53,6 +53,34 @@ pub fn split(data: &[u8]) -> Option<(u8, &[u8])> {
     data.split_first().map(|(&b, rest)| (b, rest))
 }
 
+/// A body validator's signature.
+pub type Validator =
+    fn(&[u8], &ModelContract, &ValidationLimits) -> Result<ValidatedRequest, Denial>;
+
+/// Runs `validate` on a fuzz input (the first byte picks the contract and the limits, the
+/// rest is the body) and checks its verdict.
+pub fn validate_body(data: &[u8], validate: Validator) {
+    let Some((pick, body)) = split(data) else {
+        return;
+    };
+    let contract = &contracts()[usize::from(pick & 1)];
+    let limits = limits(pick & 2 != 0);
+    check_verdict(validate(body, contract, &limits), contract, &limits);
+}
+
+/// A verdict on a body: an accepted request as the contract promises, or a refusal as
+/// every refusal must be.
+pub fn check_verdict(
+    verdict: Result<ValidatedRequest, Denial>,
+    contract: &ModelContract,
+    limits: &ValidationLimits,
+) {
+    match verdict {
+        Ok(request) => check_accepted(&request, contract),
+        Err(denial) => check_denial(&denial, limits),
+    }
+}
+
 /// A refusal of a body is a client error with a message, never a server error, and lists
 /// no more details than the limit allows.
 pub fn check_denial(denial: &Denial, limits: &ValidationLimits) {

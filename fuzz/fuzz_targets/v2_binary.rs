@@ -27,8 +27,6 @@ fuzz_target!(|data: &[u8]| {
         // A prefix length the body may or may not have: up to 255 bytes into it.
         (usize::from(len).to_string(), body)
     };
-    match validate_v2_binary(body, &header, contract, &limits) {
-        Ok(request) => common::check_accepted(&request, contract),
-        Err(denial) => common::check_denial(&denial, &limits),
-    }
+    let verdict = validate_v2_binary(body, &header, contract, &limits);
+    common::check_verdict(verdict, contract, &limits);
 });
