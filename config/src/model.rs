@@ -175,7 +175,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// A request head must arrive within this time of the connection's opening or of the
     /// previous response (so it bounds the keep-alive idle time too); a client that sends
-    /// a header line now and then cannot hold a connection longer.
+    /// a header line now and then cannot hold a connection longer. Read when a connection
+    /// opens (a reload applies it to new connections).
     #[serde(serialize_with = "crate::duration::serialize")]
     pub header_read_timeout: Duration,
     pub max_json_depth: usize,

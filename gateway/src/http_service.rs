@@ -21,11 +21,9 @@ use modelgate_plugins::{Code, Denial};
 
 use crate::respond;
 
-/// Idle time allowed between requests on a kept-alive client connection (Pingora's default).
-const KEEPALIVE_SECS: u64 = 60;
-
-/// [`Responder::head_deadline`] unless a service says otherwise.
-const HEAD_DEADLINE: Duration = Duration::from_secs(KEEPALIVE_SECS);
+/// [`Responder::head_deadline`] unless a service says otherwise (Pingora's default idle
+/// time between requests on a kept-alive connection).
+const HEAD_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A service that answers every request itself.
 pub trait Responder: Send + Sync + 'static {
@@ -35,9 +33,9 @@ pub trait Responder: Send + Sync + 'static {
     fn new_ctx(&self) -> Self::Ctx;
 
     /// Longest a request head may take to arrive, counted from the connection's opening or
-    /// the previous response. Pingora's own timeout restarts with every read, so without
-    /// it a client sending a header line now and then would hold the connection for ever
-    /// (slowloris).
+    /// the previous response (read when the connection opens). Pingora's own timeout
+    /// restarts with every read, so without it a client sending a header line now and then
+    /// would hold the connection for ever (slowloris).
     fn head_deadline(&self) -> Duration {
         HEAD_DEADLINE
     }
@@ -69,12 +67,17 @@ impl<R: Responder> ServerApp for HttpService<R> {
         let mut session = ServerSession::new_http1(stream);
         // One timer for the connection (Pingora's, 10 ms resolution), not one per request:
         // when it fires before the head's real deadline, counted from the last answer, it
-        // is set again for what is left.
+        // is set again for what is left. Pingora's idle timeout between requests is the
+        // same bound, in whole seconds.
+        let head_deadline = self.0.head_deadline();
+        let idle_secs = u64::try_from(head_deadline.as_millis().div_ceil(1000))
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut since = Instant::now();
-        let mut timer = Box::pin(pingora::time::sleep(self.0.head_deadline()));
+        let mut timer = Box::pin(pingora::time::sleep(head_deadline));
         loop {
             let draining = *shutdown.borrow();
-            session.set_keepalive((!draining).then_some(KEEPALIVE_SECS));
+            session.set_keepalive((!draining).then_some(idle_secs));
             let read = {
                 let read = session.read_request();
                 tokio::pin!(read);
@@ -87,8 +90,9 @@ impl<R: Responder> ServerApp for HttpService<R> {
                         () = &mut timer => {
                             // Past the deadline the connection closes without an answer, as
                             // it does when the keep-alive time runs out.
-                            let left = (since + self.0.head_deadline())
-                                .checked_duration_since(Instant::now())
+                            let left = since
+                                .checked_add(head_deadline)
+                                .and_then(|at| at.checked_duration_since(Instant::now()))
                                 .filter(|left| !left.is_zero())?;
                             timer.set(pingora::time::sleep(left));
                         }
