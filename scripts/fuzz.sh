@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (libFuzzer via cargo-fuzz) of the parsers clients and backends
 # feed: v2 JSON requests, the binary tensor extension, TF-Serving :predict, JSON bodies,
-# gzip bodies and v2 responses read for hardening (targets in fuzz/fuzz_targets/, each
-# stating what it asserts). Each target runs SECONDS (default 60) from its seeds
+# gzip bodies, v2 responses read for hardening, JWTs and API keys (targets in
+# fuzz/fuzz_targets/, each stating what it asserts). Each target runs SECONDS_PER_TARGET
+# (default 60) from its seeds
 # (fuzz/seeds/<target>, in git) and the corpus grown by earlier runs (fuzz/corpus/, not in
 # git). A failing input is written to fuzz/artifacts/<target>/ and the script exits 1:
 # reproduce with `cargo +nightly fuzz run -s none <target> <file>` in fuzz/, then add the
