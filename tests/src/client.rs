@@ -199,6 +199,7 @@ pub fn post_bytes(path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
     raw
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `haystack`.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

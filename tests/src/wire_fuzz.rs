@@ -23,6 +23,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::client::find;
 use crate::gateway::{ADMIN_TOKEN, GatewayProcess, Setup};
 use crate::upstream::{Behaviour, Upstream};
 use crate::{holdout, repo_root};
@@ -438,9 +439,7 @@ const SPECIAL: &[u8] = b"\r\n\0 \t:;,\"\\{}[]-+.eE0123456789\x7f\x80\xff";
 
 /// Where the head ends (the index after `\r\n\r\n`), or the whole length.
 fn head_end(r: &[u8]) -> usize {
-    r.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(r.len(), |i| i + 4)
+    find(r, b"\r\n\r\n").map_or(r.len(), |i| i + 4)
 }
 
 /// `request` with one to three mutations.
@@ -592,7 +591,7 @@ fn mutate_once(r: &mut Vec<u8>, rng: &mut Rng) {
                 "http/1.1",
                 "HTTP/1",
             ]);
-            if let Some(eol) = r.windows(2).position(|w| w == b"\r\n")
+            if let Some(eol) = find(r, b"\r\n")
                 && let Some(sp) = r[..eol].iter().rposition(|&b| b == b' ')
             {
                 r.splice(sp + 1..eol, version.bytes());
@@ -639,11 +638,11 @@ fn mutate_once(r: &mut Vec<u8>, rng: &mut Rng) {
 /// (start, end) of each header line (end after its `\r\n`).
 fn header_lines(r: &[u8], head: usize) -> Vec<(usize, usize)> {
     let mut lines = Vec::new();
-    let Some(first) = r[..head].windows(2).position(|w| w == b"\r\n") else {
+    let Some(first) = find(&r[..head], b"\r\n") else {
         return lines;
     };
     let mut start = first + 2;
-    while let Some(len) = r[start..head].windows(2).position(|w| w == b"\r\n") {
+    while let Some(len) = find(&r[start..head], b"\r\n") {
         if len == 0 {
             break;
         }
@@ -655,10 +654,7 @@ fn header_lines(r: &[u8], head: usize) -> Vec<(usize, usize)> {
 
 /// Inserts a raw header line after the request line.
 fn insert_header(r: &mut Vec<u8>, line: &[u8]) {
-    let at = r
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(r.len(), |i| i + 2);
+    let at = find(r, b"\r\n").map_or(r.len(), |i| i + 2);
     r.splice(at..at, line.iter().copied());
 }
 
