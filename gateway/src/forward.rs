@@ -4,6 +4,7 @@
 //! streamed back — or, when the gateway must rewrite it (extraction hardening), read whole
 //! up to a cap and handed back to the pipeline.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
 use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
-use crate::upstream_http1::{self, Body, Request, RequestWriter, UpstreamError};
+use crate::upstream_http1::{self, Body, Request, RequestWriter, TimeBudget, UpstreamError};
 use crate::upstream_pool::UpstreamPool;
 
 /// Prefix of the identity headers the gateway sets for upstreams.
@@ -205,29 +206,15 @@ impl HttpUpstreams {
         traceparent: Option<HeaderValue>,
     ) -> Result<Forwarded, ForwardError> {
         let request = self.upstream_request(session, &backend.base_path, call, traceparent)?;
+        // The total timeout is kept by each wait of the exchange (see `TimeBudget`), not by
+        // a timer around it.
         let link = Link {
             pool,
             addr: backend.addr,
             connect_timeout: self.connect_timeout,
-            io_timeout: self.io_timeout,
+            budget: TimeBudget::new(self.io_timeout, self.total_timeout),
         };
-        // Pingora's timer (10 ms resolution, its own clock thread) rather than tokio's:
-        // a tokio timer started on the request path wakes the runtime's driver through its
-        // eventfd, one `write` system call per timer and request.
-        match pingora::time::timeout(
-            self.total_timeout,
-            exchange(&link, session, &request, call, in_flight),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) if session.response_written().is_none() => {
-                Err(ForwardError::BeforeResponse(timeout_denial()))
-            }
-            Err(_) => Err(ForwardError::AfterResponse(pingora::Error::new(
-                ErrorType::ReadTimedout,
-            ))),
-        }
+        exchange(&link, session, &request, call, in_flight).await
     }
 
     /// The request the upstream gets, written straight into its wire bytes: the target
@@ -405,7 +392,7 @@ async fn exchange(
     let (response, mut body) = loop {
         attempt += 1;
         let (stream, reused) = link.open().await?;
-        match upstream_http1::exchange(stream, link.io_timeout, request).await {
+        match upstream_http1::exchange(stream, link.budget, request).await {
             Ok(answer) => break answer,
             Err(failure) if reused && attempt == 1 && failure.retryable => continue,
             Err(failure) => {
@@ -426,20 +413,16 @@ async fn exchange(
     if done {
         release_in_flight(in_flight);
     }
-    session
-        .write_response_header(response)
-        .await
-        .map_err(ForwardError::AfterResponse)?;
+    link.to_client(session.write_response_header(response))
+        .await?;
     while !body.is_done() {
         let piece = body.next().await.map_err(broken_response)?;
         let end = body.is_done();
         if end {
             release_in_flight(in_flight);
         }
-        session
-            .write_response_body(piece.unwrap_or_default(), end)
-            .await
-            .map_err(ForwardError::AfterResponse)?;
+        link.to_client(session.write_response_body(piece.unwrap_or_default(), end))
+            .await?;
     }
     link.release(body);
     Ok(Forwarded::Streamed(status))
@@ -451,16 +434,31 @@ struct Link<'a> {
     pool: &'a UpstreamPool,
     addr: SocketAddr,
     connect_timeout: Duration,
-    io_timeout: Duration,
+    budget: TimeBudget,
 }
 
 impl Link<'_> {
     /// An idle pooled connection or a new one; `true` when reused.
     async fn open(&self) -> Result<(TcpStream, bool), ForwardError> {
-        self.pool
-            .connect(self.addr, self.connect_timeout)
-            .await
-            .map_err(|e| ForwardError::BeforeResponse(upstream_denial(&e)))
+        let failed = |e| ForwardError::BeforeResponse(upstream_denial(&e));
+        let wait = self
+            .budget
+            .wait(self.connect_timeout)
+            .ok_or_else(|| failed(UpstreamError::Timeout))?;
+        self.pool.connect(self.addr, wait).await.map_err(failed)
+    }
+
+    /// A write of the response to the client, within the exchange's time budget.
+    async fn to_client(
+        &self,
+        write: impl Future<Output = pingora::Result<()>>,
+    ) -> Result<(), ForwardError> {
+        match self.budget.run(write).await {
+            Some(written) => written.map_err(ForwardError::AfterResponse),
+            None => Err(ForwardError::AfterResponse(pingora::Error::new(
+                ErrorType::WriteTimedout,
+            ))),
+        }
     }
 
     /// Pools the connection if the exchange left it reusable (see [`Body::into_reusable`]).

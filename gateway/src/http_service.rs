@@ -67,17 +67,15 @@ impl<R: Responder> ServerApp for HttpService<R> {
         let mut session = ServerSession::new_http1(stream);
         // One timer for the connection (Pingora's, 10 ms resolution), not one per request:
         // when it fires before the head's real deadline, counted from the last answer, it
-        // is set again for what is left. Pingora's idle timeout between requests is the
-        // same bound, in whole seconds.
+        // is set again for what is left. It also bounds the idle time between requests, so
+        // Pingora keeps the connection alive without a timer of its own (`Some(0)`), which
+        // it would otherwise register for every request.
         let head_deadline = self.0.head_deadline();
-        let idle_secs = u64::try_from(head_deadline.as_millis().div_ceil(1000))
-            .unwrap_or(u64::MAX)
-            .max(1);
         let mut since = Instant::now();
         let mut timer = Box::pin(pingora::time::sleep(head_deadline));
         loop {
             let draining = *shutdown.borrow();
-            session.set_keepalive((!draining).then_some(idle_secs));
+            session.set_keepalive((!draining).then_some(0));
             let read = {
                 let read = session.read_request();
                 tokio::pin!(read);
@@ -88,8 +86,8 @@ impl<R: Responder> ServerApp for HttpService<R> {
                         biased;
                         read = &mut read => break read,
                         () = &mut timer => {
-                            // Past the deadline the connection closes without an answer, as
-                            // it does when the keep-alive time runs out.
+                            // Past the deadline the connection closes without an answer,
+                            // whether the client is idle or part-way through a head.
                             let left = since
                                 .checked_add(head_deadline)
                                 .and_then(|at| at.checked_duration_since(Instant::now()))

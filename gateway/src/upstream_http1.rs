@@ -12,8 +12,9 @@
 //! [`MAX_HEAD`] bytes or [`MAX_HEADERS`] fields, or a `101` upgrade is refused as invalid.
 //! Interim 1xx responses are skipped; chunk extensions and trailers are read and dropped.
 
+use std::future::Future;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::uri::PathAndQuery;
@@ -36,7 +37,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Why an exchange failed.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// A read or write waited longer than the route's I/O timeout.
+    /// A read or write waited longer than the route's I/O timeout, or the exchange passed
+    /// its total timeout.
     Timeout,
     /// The connection failed or closed before the response was complete.
     Broken(io::Error),
@@ -54,6 +56,42 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+/// How long an exchange may take: each wait for the network at most `io`, and all of it
+/// over by `deadline` (the route's total timeout). One timer per wait that is not ready at
+/// once and none around the whole exchange: a timer is registered per request, and
+/// one costs less than two.
+#[derive(Clone, Copy, Debug)]
+pub struct TimeBudget {
+    io: Duration,
+    /// `None` when the total timeout is too large to add to the clock: no total limit.
+    deadline: Option<Instant>,
+}
+
+impl TimeBudget {
+    /// `io` for each wait, the whole exchange within `total` from now.
+    pub fn new(io: Duration, total: Duration) -> TimeBudget {
+        TimeBudget {
+            io,
+            deadline: Instant::now().checked_add(total),
+        }
+    }
+
+    /// How long the next wait may last, at most `cap`; `None` once the deadline passed.
+    pub fn wait(&self, cap: Duration) -> Option<Duration> {
+        let left = match self.deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => cap,
+        };
+        Some(cap.min(left)).filter(|wait| !wait.is_zero())
+    }
+
+    /// `op`, given at most the I/O timeout and never past the deadline (Pingora's coarse
+    /// timer, registered only if `op` is not ready at its first poll); `None` when cut off.
+    pub async fn run<T>(&self, op: impl Future<Output = T>) -> Option<T> {
+        pingora::time::timeout(self.wait(self.io)?, op).await.ok()
+    }
+}
+
 /// A failed exchange, and whether it may be retried on another connection: nothing of a
 /// response had arrived and the failure was not a timeout.
 #[derive(Debug)]
@@ -66,13 +104,13 @@ pub struct Failure {
 /// skipped; `101 Switching Protocols` is refused); the body follows from [`Body`].
 pub async fn exchange(
     stream: TcpStream,
-    io_timeout: Duration,
+    budget: TimeBudget,
     request: &Request,
 ) -> Result<(http::response::Parts, Body), Failure> {
     let mut conn = Connection {
         stream,
         buf: BytesMut::new(),
-        io_timeout,
+        budget,
     };
     let failed = |error, answered: bool| Failure {
         retryable: !answered && !matches!(error, UpstreamError::Timeout),
@@ -126,7 +164,7 @@ struct Connection {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
-    io_timeout: Duration,
+    budget: TimeBudget,
 }
 
 impl Connection {
@@ -147,14 +185,14 @@ impl Connection {
         };
         match &bytes[sent..] {
             [] => Ok(()),
-            rest => timed(self.io_timeout, self.stream.write_all(rest)).await,
+            rest => timed(&self.budget, self.stream.write_all(rest)).await,
         }
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn read_more(&mut self) -> Result<usize, UpstreamError> {
         self.buf.reserve(READ_CHUNK);
-        timed(self.io_timeout, self.stream.read_buf(&mut self.buf)).await
+        timed(&self.budget, self.stream.read_buf(&mut self.buf)).await
     }
 
     async fn read_head(&mut self) -> Result<http::response::Parts, UpstreamError> {
@@ -174,15 +212,14 @@ impl Connection {
     }
 }
 
-/// `io`, given at most `limit` (Pingora's coarse timer, see [`crate::forward`]'s total
-/// timeout).
+/// `io` within `budget`.
 async fn timed<T>(
-    limit: Duration,
+    budget: &TimeBudget,
     io: impl Future<Output = io::Result<T>>,
 ) -> Result<T, UpstreamError> {
-    match pingora::time::timeout(limit, io).await {
-        Ok(result) => result.map_err(UpstreamError::Broken),
-        Err(_) => Err(UpstreamError::Timeout),
+    match budget.run(io).await {
+        Some(result) => result.map_err(UpstreamError::Broken),
+        None => Err(UpstreamError::Timeout),
     }
 }
 
@@ -575,6 +612,26 @@ impl Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_is_capped_by_what_is_left_of_the_total() {
+        let budget = TimeBudget::new(Duration::from_secs(5), Duration::from_secs(60));
+        assert_eq!(
+            budget.wait(Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+        let short = TimeBudget::new(Duration::from_secs(5), Duration::from_millis(300));
+        let wait = short.wait(Duration::from_secs(5)).expect("time left");
+        assert!(wait <= Duration::from_millis(300) && wait > Duration::from_millis(200));
+        let spent = TimeBudget::new(Duration::from_secs(5), Duration::ZERO);
+        assert_eq!(spent.wait(Duration::from_secs(5)), None);
+        // A total too large for the clock is no total limit, not a panic.
+        let endless = TimeBudget::new(Duration::from_secs(5), Duration::MAX);
+        assert_eq!(
+            endless.wait(Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+    }
 
     fn head(raw: &str) -> Result<Option<http::response::Parts>, Invalid> {
         parse_head(&mut BytesMut::from(raw))

@@ -22,6 +22,9 @@ pub enum Behaviour {
     Raw(&'static str),
     /// Answer like `Raw`, then close the connection.
     RawThenClose(&'static str),
+    /// Answer a head announcing a long body at once, then send the body a byte at a time,
+    /// one every given interval: each read stays under a read timeout, the whole does not.
+    Trickle(Duration),
 }
 
 /// A request as the upstream saw it.
@@ -104,6 +107,19 @@ fn serve(stream: TcpStream, behaviour: &Behaviour, requests: &Mutex<Vec<Seen>>) 
                 echo(&seen)
             }
             Behaviour::Echo | Behaviour::EchoThenClose => echo(&seen),
+            Behaviour::Trickle(every) => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+                if writer.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..1000 {
+                    std::thread::sleep(*every);
+                    if writer.write_all(b"x").is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
         };
         if writer.write_all(response.as_bytes()).is_err()
             || matches!(

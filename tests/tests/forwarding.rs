@@ -237,6 +237,30 @@ fn stalled_upstream_gives_504_within_the_timeout() {
         (504, "upstream_timeout")
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A body trickling in under the read timeout is cut off at the total timeout: the
+    // client has the head and part of the body, then the connection closes.
+    let trickle = Upstream::start(Behaviour::Trickle(Duration::from_millis(50)));
+    let route = http_route("trickle", "/trickle", &[trickle.url()], "").replace(
+        "[routes.http]\n",
+        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"400ms\"\ntotal_timeout = \"1s\"\n",
+    );
+    let gw = GatewayProcess::start(&route);
+    let started = Instant::now();
+    let mut conn = Conn::open(gw.addr).expect("connect");
+    conn.send(b"GET /trickle/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    assert_eq!(conn.read_head().expect("head").status, 200);
+    let mut more = 0;
+    while !conn.is_closed(Duration::from_secs(5)) {
+        more += 1;
+        assert!(more < 1000, "the whole body arrived");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
 }
 
 #[test]
