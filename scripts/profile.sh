@@ -216,7 +216,8 @@ report=$(
         "v2 validation, parsed once (JSON parse included)|modelgate_plugins::schema::validate_infer" \
         "rate limit (GCRA + quota + in-flight)|modelgate_plugins::ratelimit::Limiter<" \
         "upstream request header (incl. traceparent)|HttpUpstreams::upstream_request" \
-        "upstream exchange (write, read, pool)|modelgate::forward::exchange::{{closure}}" \
+        "upstream reads (socket read, its timer)|upstream_http1::Connection::read_more::{{closure}} [" \
+        "upstream response head parse|upstream_http1::parse_head" \
         "access log + metrics|Responder>::log [" \
         "allocator: mi_malloc|mi_malloc" \
         "memcpy (all callers)|__memcpy_avx_unaligned_erms"; do
