@@ -4,9 +4,11 @@
 //! streamed back — or, when the gateway must rewrite it (extraction hardening), read whole
 //! up to a cap and handed back to the pipeline.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -453,7 +455,14 @@ impl Link<'_> {
         &self,
         write: impl Future<Output = pingora::Result<()>>,
     ) -> Result<(), ForwardError> {
-        match self.budget.run(write).await {
+        let mut write = pin!(write);
+        // A write the client's socket takes at once (the usual case) needs no timer.
+        let first = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let written = match first {
+            Poll::Ready(written) => Some(written),
+            Poll::Pending => self.budget.run(write).await,
+        };
+        match written {
             Some(written) => written.map_err(ForwardError::AfterResponse),
             None => Err(ForwardError::AfterResponse(pingora::Error::new(
                 ErrorType::WriteTimedout,

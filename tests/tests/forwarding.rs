@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use modelgate_e2e::client::{self, Conn, get, post_bytes, post_json};
@@ -260,6 +261,49 @@ fn stalled_upstream_gives_504_within_the_timeout() {
     assert!(
         took >= Duration::from_millis(950) && took < Duration::from_secs(3),
         "closed after {took:?}"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_at_the_total_timeout() {
+    // A streamed response larger than the loopback socket buffers: the gateway's writes to
+    // a client that reads nothing wait, and the route's total timeout ends the wait.
+    const LEN: usize = 32 << 20;
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {LEN}\r\n\r\n{}",
+        "x".repeat(LEN)
+    );
+    let up = Upstream::start(Behaviour::Raw(Box::leak(raw.into_boxed_str())));
+    let route = http_route("big", "/big", &[up.url()], "").replace(
+        "[routes.http]\n",
+        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"10s\"\ntotal_timeout = \"1s\"\n",
+    );
+    let gw = GatewayProcess::start(&route);
+    let mut stream = std::net::TcpStream::connect(gw.addr).expect("connect");
+    stream
+        .write_all(b"GET /big/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_secs(3));
+    // Now read everything the gateway sent before it gave up and closed.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut received = Vec::new();
+    let _ = stream.read_to_end(&mut received);
+    assert!(received.starts_with(b"HTTP/1.1 200"), "the response began");
+    assert!(received.len() < LEN, "the whole body arrived");
+    // The gateway gave up on its own at the total timeout, not once the client read again.
+    let logs = gw.logs_with("\"path\":\"/big/x\"");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"path\":\"/big/x\""))
+        .expect("access line");
+    let access: serde_json::Value = serde_json::from_str(line).expect("json access line");
+    assert_eq!(access["error"], "WriteTimedout", "{line}");
+    let took = access["duration_us"].as_u64().expect("duration");
+    assert!(
+        (900_000..2_000_000).contains(&took),
+        "the request lasted {took} µs"
     );
 }
 
