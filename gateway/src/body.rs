@@ -49,7 +49,7 @@ pub async fn read_body(
     let deadline = Instant::now() + timeout;
     let mut left = timeout;
     while !session.is_body_done() {
-        // Pingora's timer, as for upstream I/O (see `forward`): no eventfd write per request.
+        // Pingora's timer, as for upstream I/O (see `TimeBudget::run`): no eventfd write.
         let chunk = pingora::time::timeout(left, session.read_request_body())
             .await
             .map_err(|_| {

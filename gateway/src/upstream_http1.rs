@@ -57,9 +57,8 @@ impl std::fmt::Display for UpstreamError {
 }
 
 /// How long an exchange may take: each wait for the network at most `io`, and all of it
-/// over by `deadline` (the route's total timeout). One timer per wait that is not ready at
-/// once and none around the whole exchange: a timer is registered per request, and
-/// one costs less than two.
+/// over by `deadline` (the route's total timeout). Each wait that is not ready at once gets
+/// one timer bounded by both, and there is no second timer around the whole exchange.
 #[derive(Clone, Copy, Debug)]
 pub struct TimeBudget {
     io: Duration,
@@ -85,8 +84,11 @@ impl TimeBudget {
         Some(cap.min(left)).filter(|wait| !wait.is_zero())
     }
 
-    /// `op`, given at most the I/O timeout and never past the deadline (Pingora's coarse
-    /// timer, registered only if `op` is not ready at its first poll); `None` when cut off.
+    /// `op`, given at most the I/O timeout and never past the deadline; `None` when cut
+    /// off. Pingora's timer (10 ms resolution, its own clock thread, registered only if `op`
+    /// is not ready at its first poll) rather than tokio's: a tokio timer started on the
+    /// request path wakes the runtime's driver through its eventfd, one `write` system call
+    /// per timer and request.
     pub async fn run<T>(&self, op: impl Future<Output = T>) -> Option<T> {
         pingora::time::timeout(self.wait(self.io)?, op).await.ok()
     }
