@@ -10,6 +10,21 @@ use modelgate_e2e::client::{self, Conn, get, post_bytes, post_json};
 use modelgate_e2e::gateway::GatewayProcess;
 use modelgate_e2e::upstream::{Behaviour, Upstream};
 
+/// A one-upstream route with its `[connect, read, total]` timeouts.
+fn timed_route(
+    name: &str,
+    prefix: &str,
+    upstream: &str,
+    [connect, read, total]: [&str; 3],
+) -> String {
+    http_route(name, prefix, &[upstream.to_string()], "").replace(
+        "[routes.http]\n",
+        &format!(
+            "[routes.http]\nconnect_timeout = {connect:?}\nread_timeout = {read:?}\ntotal_timeout = {total:?}\n"
+        ),
+    )
+}
+
 fn http_route(name: &str, prefix: &str, upstreams: &[String], extra: &str) -> String {
     let list: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
     format!(
@@ -211,10 +226,7 @@ fn refused_upstream_is_502_and_reset_is_502() {
 #[test]
 fn stalled_upstream_gives_504_within_the_timeout() {
     let stalled = Upstream::start(Behaviour::Stall(Duration::from_secs(30)));
-    let route = http_route("slow", "/slow", &[stalled.url()], "").replace(
-        "[routes.http]\n",
-        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"400ms\"\ntotal_timeout = \"1s\"\n",
-    );
+    let route = timed_route("slow", "/slow", &stalled.url(), ["500ms", "400ms", "1s"]);
     let gw = GatewayProcess::start(&route);
     let started = Instant::now();
     let r = get(gw.addr, "/slow/x");
@@ -226,10 +238,7 @@ fn stalled_upstream_gives_504_within_the_timeout() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
 
     // The total timeout bounds an upstream that keeps trickling under the read timeout too.
-    let route = http_route("slow2", "/slow2", &[stalled.url()], "").replace(
-        "[routes.http]\n",
-        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"10s\"\ntotal_timeout = \"700ms\"\n",
-    );
+    let route = timed_route("slow2", "/slow2", &stalled.url(), ["500ms", "10s", "700ms"]);
     let gw = GatewayProcess::start(&route);
     let started = Instant::now();
     let r = get(gw.addr, "/slow2/x");
@@ -242,9 +251,11 @@ fn stalled_upstream_gives_504_within_the_timeout() {
     // A body trickling in under the read timeout is cut off at the total timeout: the
     // client has the head and part of the body, then the connection closes.
     let trickle = Upstream::start(Behaviour::Trickle(Duration::from_millis(50)));
-    let route = http_route("trickle", "/trickle", &[trickle.url()], "").replace(
-        "[routes.http]\n",
-        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"400ms\"\ntotal_timeout = \"1s\"\n",
+    let route = timed_route(
+        "trickle",
+        "/trickle",
+        &trickle.url(),
+        ["500ms", "400ms", "1s"],
     );
     let gw = GatewayProcess::start(&route);
     let started = Instant::now();
@@ -274,10 +285,7 @@ fn a_client_that_stops_reading_is_cut_off_at_the_total_timeout() {
         "x".repeat(LEN)
     );
     let up = Upstream::start(Behaviour::Raw(Box::leak(raw.into_boxed_str())));
-    let route = http_route("big", "/big", &[up.url()], "").replace(
-        "[routes.http]\n",
-        "[routes.http]\nconnect_timeout = \"500ms\"\nread_timeout = \"10s\"\ntotal_timeout = \"1s\"\n",
-    );
+    let route = timed_route("big", "/big", &up.url(), ["500ms", "10s", "1s"]);
     let gw = GatewayProcess::start(&route);
     let mut stream = std::net::TcpStream::connect(gw.addr).expect("connect");
     stream
