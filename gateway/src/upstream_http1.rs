@@ -257,9 +257,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, Inval
         names.push((name, from..from + field.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    // Room for the fields added on the way downstream (`Date`, `Connection`, a route's
-    // response headers) without the map growing and rehashing.
-    let mut headers = HeaderMap::with_capacity(names.len() + 4);
+    // Room for the fields added on the way downstream (`Date`, `Connection`, the three
+    // `RateLimit-*` fields, a route's response headers) without the map growing and
+    // rehashing.
+    let mut headers = HeaderMap::with_capacity(names.len() + 8);
     for (name, range) in names {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| Invalid("a response header value is invalid"))?;

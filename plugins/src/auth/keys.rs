@@ -285,6 +285,27 @@ impl KeyVerifier {
     }
 }
 
+/// [`KEY_BYTES`] flag: a key id byte (lower-case hex).
+const ID_BYTE: u8 = 1;
+/// [`KEY_BYTES`] flag: a secret byte (unpadded base64url).
+const SECRET_BYTE: u8 = 2;
+/// What each byte may be in a key, one table look-up per byte on every request.
+static KEY_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_digit() || matches!(c, b'a'..=b'f') {
+            table[b] |= ID_BYTE;
+        }
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            table[b] |= SECRET_BYTE;
+        }
+        b += 1;
+    }
+    table
+};
+
 /// Splits `mg_<id>_<secret>` after checking its shape; never echoes the input.
 pub fn split_key(presented: &str) -> Result<(&str, &str), AuthFailure> {
     let malformed = AuthFailure::Malformed("key_malformed");
@@ -295,12 +316,10 @@ pub fn split_key(presented: &str) -> Result<(&str, &str), AuthFailure> {
         return Err(malformed);
     }
     let (id, secret) = (&rest[..KEY_ID_LEN], &rest[KEY_ID_LEN + 1..]);
-    let id_ok = id
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let id_ok = id.bytes().all(|b| KEY_BYTES[usize::from(b)] & ID_BYTE != 0);
     let secret_ok = secret
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        .all(|b| KEY_BYTES[usize::from(b)] & SECRET_BYTE != 0);
     if id_ok && secret_ok {
         Ok((id, secret))
     } else {
@@ -392,6 +411,26 @@ mod tests {
         rec.status = KeyStatus::Revoked;
         let v = KeyVerifier::new(&[rec], hasher).unwrap();
         assert_eq!(v.verify(&key.full, 1_500), Err(AuthFailure::Revoked));
+    }
+
+    /// The byte table accepts exactly lower-case hex in the id and base64url in the secret.
+    #[test]
+    fn key_bytes_are_checked_one_by_one() {
+        let key = IssuedKey::generate().unwrap();
+        let (id_at, secret_at) = (KEY_PREFIX.len() + 3, KEY_PREFIX.len() + KEY_ID_LEN + 5);
+        for c in (0u8..128).map(char::from) {
+            for (at, allowed) in [
+                (id_at, c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                (secret_at, c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            ] {
+                let mut presented = key.full.clone();
+                presented.replace_range(at..at + 1, c.encode_utf8(&mut [0; 4]));
+                assert_eq!(split_key(&presented).is_ok(), allowed, "{c:?} at {at}");
+            }
+        }
+        let mut presented = key.full.clone();
+        presented.replace_range(id_at..id_at + 2, "é");
+        assert!(split_key(&presented).is_err());
     }
 
     #[test]
