@@ -139,7 +139,10 @@ impl Query {
         self.hashes[..keep].copy_from_slice(&all[..keep]);
         self.n_hashes = keep;
 
-        // Nearest class centroid, raw and standardised.
+        // Out of distribution: farther than the thresholds from every class centroid, raw or
+        // standardised. The scan stops at the block where both distances have come within
+        // their thresholds (the answer cannot change after that): for in-distribution rows
+        // usually the first, so only out-of-distribution rows pay for every centroid.
         let mut best_raw = f32::INFINITY;
         let mut best_std = f32::INFINITY;
         for (block, rows) in m.centroids.blocks() {
@@ -155,6 +158,9 @@ impl Query {
             for l in 0..rows {
                 best_raw = best_raw.min(raw[l]);
                 best_std = best_std.min(std[l]);
+            }
+            if best_raw.sqrt() <= q.ood_distance && best_std.sqrt() <= q.ood_standardized {
+                break;
             }
         }
         self.ood = best_raw.sqrt() > q.ood_distance || best_std.sqrt() > q.ood_standardized;
