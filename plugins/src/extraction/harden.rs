@@ -105,8 +105,31 @@ pub fn harden_outputs(
 fn round(probabilities: &mut [f32], decimals: u8) {
     let scale = 10f64.powi(i32::from(decimals.min(9)));
     for p in probabilities.iter_mut() {
-        *p = ((f64::from(*p) * scale).round() / scale) as f32;
+        *p = round_scaled(f64::from(*p), scale) as f32;
     }
+}
+
+/// `(v * scale).round() / scale`: `v` rounded to the decimals `scale` (a power of ten)
+/// stands for.
+pub(crate) fn round_scaled(v: f64, scale: f64) -> f64 {
+    round_half_away(v * scale) / scale
+}
+
+/// 2⁵²: adding it to a float in `[0, 2⁵²)` rounds that float to an integer (half to even).
+const SHIFT: f64 = 4_503_599_627_370_496.0;
+
+/// [`f64::round`] (halves away from zero) in a few inline instructions: without SSE4.1,
+/// the x86-64 baseline, `f64::round` is a library call, and every hardened probability
+/// takes two.
+fn round_half_away(x: f64) -> f64 {
+    let t = x.abs();
+    if !(t < SHIFT) {
+        // Integral already, or NaN.
+        return x;
+    }
+    let even = (t + SHIFT) - SHIFT;
+    let rounded = if t - even >= 0.5 { even + 1.0 } else { even };
+    rounded.copysign(x)
 }
 
 /// Index of the largest value (the first on ties; NaN never wins).
@@ -138,7 +161,42 @@ pub(crate) fn margin(row: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn rounding_equals_the_standard_round(bits in any::<u64>(), x in -1e3f64..1e3) {
+            for v in [f64::from_bits(bits), x, x.trunc() + 0.5, x.trunc() - 0.5, x * 1e14] {
+                let (ours, std) = (round_half_away(v), v.round());
+                prop_assert!(ours.to_bits() == std.to_bits() || (ours.is_nan() && std.is_nan()), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_edges() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            4503599627370495.5,
+            4503599627370497.0,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(round_half_away(v).to_bits(), v.round().to_bits(), "{v}");
+        }
+        assert!(round_half_away(f64::NAN).is_nan());
+    }
 
     #[test]
     fn rounding_and_top_label() {

@@ -83,6 +83,7 @@ pub use detector::{
     Action, Assessment, Detector, DetectorOptions, GroupAssessment, Identity, Signal, SignalScores,
     SuspectKind, SuspectReport,
 };
+pub(crate) use harden::round_scaled;
 pub use harden::{OutputPolicy, harden_outputs};
 pub use metadata::{CentroidDistance, FeatureRange, ModelMetadata, TrainingStats};
 pub use profile::{CalibrationSummary, Ladder, Profile, QueryParams, SignalThresholds};

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::super::contract::Datatype;
 use super::super::parse::{Scalar, Scanner};
-use crate::extraction::OutputPolicy;
+use crate::extraction::{OutputPolicy, round_scaled};
 
 /// Nesting the reader follows: serde_json's own limit, so whatever serde_json reads, the
 /// reader can find the layout of once it is re-serialised.
@@ -297,8 +297,7 @@ fn write_scores(out: &mut Vec<u8>, scores: &[f32], decimals: Option<u8>) {
         }
         let number = match decimals {
             Some(decimals) if decimals <= 6 => {
-                let scale = 10f64.powi(i32::from(decimals));
-                (f64::from(v) * scale).round() / scale
+                round_scaled(f64::from(v), 10f64.powi(i32::from(decimals)))
             }
             _ => v.to_string().parse().unwrap_or(f64::from(v)),
         };
