@@ -13,6 +13,7 @@ use crate::http_service::Responder;
 use crate::metrics::{METRICS, RequestRecord};
 use crate::pipeline::{self, Outcome, Shared};
 use crate::snapshot::Snapshot;
+use crate::telemetry::TRACEPARENT;
 
 /// The data-plane service.
 pub struct Gateway {
@@ -51,7 +52,7 @@ impl Responder for Gateway {
         ctx.generation = snapshot.generation;
         let request = session.req_header();
         ctx.outcome.trace = self.shared.telemetry.request(
-            request.headers.get("traceparent"),
+            request.headers.get(TRACEPARENT),
             request.method.as_str(),
             request.uri.path(),
         );

@@ -26,7 +26,7 @@ use modelgate_plugins::auth::Caller;
 use modelgate_plugins::ratelimit::Admission;
 use modelgate_plugins::{Code, Denial};
 
-use crate::telemetry::{SpanError, TraceSpan, UPSTREAM};
+use crate::telemetry::{SpanError, TRACEPARENT, TraceSpan, UPSTREAM};
 use crate::upstream_http1::{self, Body, Request, RequestWriter, TimeBudget, UpstreamError};
 use crate::upstream_pool::UpstreamPool;
 
@@ -37,7 +37,6 @@ const X_MODELGATE_CONSUMER: HeaderName = HeaderName::from_static("x-modelgate-co
 const X_MODELGATE_PLAN: HeaderName = HeaderName::from_static("x-modelgate-plan");
 const X_MODELGATE_CREDENTIAL: HeaderName = HeaderName::from_static("x-modelgate-credential");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Request headers that are never passed on: set by the gateway itself (framing,
 /// `X-Forwarded-For`, `traceparent`) or meant for it alone (`Expect`,
 /// `Proxy-Authorization`).
@@ -282,7 +281,7 @@ impl HttpUpstreams {
         let had_body_framing = downstream.headers.contains_key(header::CONTENT_LENGTH)
             || downstream.headers.contains_key(header::TRANSFER_ENCODING);
         if !call.body.is_empty() || had_body_framing {
-            head.field(&header::CONTENT_LENGTH, &HeaderValue::from(call.body.len()));
+            head.content_length(call.body.len());
         }
         if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
             let prior = downstream

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
@@ -40,6 +40,9 @@ use modelgate_plugins::Denial;
 
 use crate::body::BodyError;
 use crate::metrics::METRICS;
+
+/// The W3C trace-context header, read from clients and set on upstream requests.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request span's name.
 pub const REQUEST: &str = "modelgate.request";
