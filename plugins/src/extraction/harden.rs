@@ -123,7 +123,7 @@ const SHIFT: f64 = 4_503_599_627_370_496.0;
 /// takes two.
 fn round_half_away(x: f64) -> f64 {
     let t = x.abs();
-    if !(t < SHIFT) {
+    if t >= SHIFT || t.is_nan() {
         // Integral already, or NaN.
         return x;
     }
