@@ -455,7 +455,9 @@ impl Link<'_> {
         write: impl Future<Output = pingora::Result<()>>,
     ) -> Result<(), ForwardError> {
         let mut write = pin!(write);
-        // A write the client's socket takes at once (the usual case) needs no timer.
+        // A write the client's socket takes at once (the usual case) never consults the
+        // budget: no clock read, no timeout future (Pingora's timer itself is registered
+        // only for a write that waits).
         let first = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
         let written = match first {
             Poll::Ready(written) => Some(written),
