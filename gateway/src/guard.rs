@@ -97,10 +97,15 @@ fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdenti
     ExtractionIdentity::of(caller).trusted(guard.trusted.contains(&caller.consumer))
 }
 
+/// The action reported (metric, access log) for a request whose answer was hardened because
+/// a row of it was itself suspicious, before the consumer reached `harden`.
+pub const HARDENED_QUERY: &str = "harden_query";
+
 /// After the backend: feeds the detector with `rows` and the scored output (`scores`, rows of
 /// the profile's classes), hardens `scores` in place and returns the policy applied (which
 /// also decides the other outputs: [`OutputPolicy::keeps_other_output`]). An action of
-/// `observe` or more goes to `action`, and to the audit log when it changed. A detector
+/// `observe` or more (or [`HARDENED_QUERY`]) goes to `action`, and a changed action of the
+/// consumer or its group to the audit log. A detector
 /// error (a shape the contract did not fix, non-finite values) is logged and answered with
 /// the suspect policy, never with unhardened outputs.
 pub fn assess(
@@ -113,7 +118,9 @@ pub fn assess(
     let who = identity(guard, caller);
     let policy = match guard.detector.observe(&who, rows, scores, unix_now()) {
         Ok(assessment) => {
-            if assessment.action >= Action::Observe {
+            if assessment.hardened_query {
+                *action = Some(HARDENED_QUERY);
+            } else if assessment.action >= Action::Observe {
                 *action = Some(assessment.action.as_str());
             }
             if assessment.changed && assessment.action >= Action::Observe {

@@ -39,12 +39,19 @@ fn quick_extraction_evaluation_meets_the_targets() {
         b.flagged_groups
     );
     assert_eq!(b.refused, 0, "benign requests refused");
+    assert_eq!(
+        b.hardened_queries, 0,
+        "benign answers hardened as suspicious queries"
+    );
     // ...also on a gateway where every attack ran first (flagged attackers publish to the
     // global fingerprint index).
     let (attackers, m) = e.mixed.as_ref().unwrap();
     assert!(attackers.len() >= 4, "attackers flagged: {attackers:?}");
     assert!(
-        m.flagged_consumers.is_empty() && m.flagged_groups.is_empty() && m.refused == 0,
+        m.flagged_consumers.is_empty()
+            && m.flagged_groups.is_empty()
+            && m.refused == 0
+            && m.hardened_queries == 0,
         "benign after attacks: {m:?}"
     );
 
@@ -69,8 +76,10 @@ fn quick_extraction_evaluation_meets_the_targets() {
     // Jacobian augmentation: detected within the first augmentation round, its substitute
     // then no more than 2 points above the seed set alone without the gateway (agreement on
     // held-out rows the attacker never queried). The issue's own criterion (gain over the
-    // seed set's answers from the gateway) is reported, not asserted: the default dither
-    // makes that baseline noisy by a few points per run (docs/EXTRACTION.md).
+    // seed set's answers from the gateway) is reported, not asserted, on this one run with a
+    // random salt: the default dither makes that baseline noisy by a few points, and a rare
+    // run passes 2 points (docs/EXTRACTION.md); the plugin's unit tests assert its rate
+    // over 50 runs with fixed salts.
     let seeds = AttackKind::Jacobian.seed_queries(Space::DIGITS);
     for r in runs(&e.single, AttackKind::Jacobian) {
         assert!(

@@ -232,6 +232,10 @@ pub struct Assessment {
     /// The consumer's or its group's action differs from the one at its previous
     /// assessment: worth an audit record (a suspect's every request is not).
     pub changed: bool,
+    /// This answer gets the suspect output because a row of the request was itself
+    /// suspicious (probing by the consumer's own signals, or out of distribution), though
+    /// the consumer is not (yet) at [`Action::Harden`]. Untrusted consumers only.
+    pub hardened_query: bool,
 }
 
 /// A group's merged-stream view.
@@ -525,7 +529,8 @@ impl Detector {
             .add_volume(n, now, self.options.volume_half_life_secs);
         for q in &mut queries {
             let out = e.tracker.ingest(&self.model, q, q.linked.is_some());
-            q.suspicious = out.probe || q.ood;
+            q.suspicious_alone = out.probe || q.ood;
+            q.suspicious = q.suspicious_alone || (q.linked.is_some() && !out.duplicate);
         }
         if let Some(owner) = queries.iter().find_map(|q| q.linked)
             && let Some(name) = self.flagged_names.get(&owner)
@@ -566,6 +571,7 @@ impl Detector {
             linked_to: e.linked_to.clone(),
             group: None,
             changed: false,
+            hardened_query: false,
         };
         let mut block_until = (consumer_action == Action::Block).then_some(e.held_until);
         let mut reason = e.scores.top().0;
@@ -611,24 +617,31 @@ impl Detector {
             });
         }
         assessment.changed = changed;
-        self.finish(&mut assessment, who.trusted, reason, block_until, now);
+        let suspicious = queries.iter().any(|q| q.suspicious_alone);
+        self.finish(&mut assessment, who, suspicious, reason, block_until, now);
         Ok(assessment)
     }
 
+    /// Sets the output policy, throttle, block and reason from the action. `suspicious`: a
+    /// row of the request was itself suspicious; an untrusted consumer's answer to it is
+    /// hardened like a suspect's (silently, before the consumer's score gets there: an
+    /// attack's first probes then teach it no more than their labels).
     fn finish(
         &self,
         a: &mut Assessment,
-        trusted: bool,
+        who: &Identity<'_>,
+        suspicious: bool,
         reason: Signal,
         block_until: Option<u64>,
         now: u64,
     ) {
-        let base = if trusted {
+        let base = if who.trusted {
             OutputPolicy::Full
         } else {
             self.options.default_output
         };
-        a.output = if a.action >= Action::Harden {
+        a.hardened_query = suspicious && !who.trusted && a.action < Action::Harden;
+        a.output = if a.action >= Action::Harden || a.hardened_query {
             base.stronger(self.options.suspect_output)
         } else {
             base

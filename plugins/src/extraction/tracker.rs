@@ -47,9 +47,13 @@ pub(crate) struct Query {
     /// The flagged consumer (owner key) whose recent query this row near-duplicates, from
     /// the global index (set by the detector before the row is ingested).
     pub linked: Option<u64>,
-    /// The consumer's tracker found the row itself suspicious: probing or out of
-    /// distribution (set by the detector after ingesting it).
+    /// The consumer's tracker found the row itself suspicious: probing (by its own signals
+    /// or linked to a flagged consumer) or out of distribution (set by the detector after
+    /// ingesting it).
     pub suspicious: bool,
+    /// Suspicious without the link: what hardens an answer before the consumer is a
+    /// suspect (a benign row near a flagged attacker's probes is not enough).
+    pub suspicious_alone: bool,
 }
 
 impl Query {
@@ -66,6 +70,7 @@ impl Query {
             cell: 0,
             linked: None,
             suspicious: false,
+            suspicious_alone: false,
         }
     }
 
@@ -229,6 +234,7 @@ pub(crate) struct Outcome {
     /// Sign-step structure relative to the nearest same-class prototype: the share of
     /// changed features that moved by the same magnitude (when enough features changed).
     pub step: Option<f32>,
+    /// A probe by this stream's own signals (fingerprints, distance, line, step).
     pub probe: bool,
 }
 
@@ -393,10 +399,11 @@ impl Tracker {
         let near_d = out.near.is_some_and(|d| d <= p.near_distance) || clustered;
         let step = out.step.is_some_and(|s| s >= p.step_fraction);
         let line = out.cos.is_some_and(|c| c >= p.line_cosine);
-        out.probe = near_fp || near_d || line || step || linked;
-        self.cusum_probe = cusum(self.cusum_probe, out.probe, p.probing_drift);
+        out.probe = near_fp || near_d || line || step;
+        let probe = out.probe || linked;
+        self.cusum_probe = cusum(self.cusum_probe, probe, p.probing_drift);
         let bit = (self.seq % 256) as usize;
-        if out.probe || q.ood {
+        if probe || q.ood {
             self.suspicious[bit / 64] |= 1 << (bit % 64);
         } else {
             self.suspicious[bit / 64] &= !(1 << (bit % 64));

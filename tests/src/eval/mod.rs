@@ -259,6 +259,17 @@ fn rank(action: &str) -> usize {
     RUNGS.iter().position(|r| *r == action).unwrap_or(0)
 }
 
+/// The gateway's count of requests on the digits route answered with the top-1 label
+/// because a row was itself suspicious (`/metrics`, action `harden_query`).
+pub fn hardened_queries(admin: SocketAddr) -> u64 {
+    let metrics = crate::gateway::admin_get(admin, "/metrics");
+    let line = "modelgate_extraction_actions_total{route=\"digits\",action=\"harden_query\"} ";
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .map_or(0, |n| n.trim().parse().expect("a counter"))
+}
+
 /// `GET /admin/suspects` → (id, action rank) of every suspect on the digits route.
 pub fn suspects(admin: SocketAddr) -> Vec<(String, usize)> {
     let v = crate::gateway::admin_get(admin, "/admin/suspects").json();
@@ -572,6 +583,9 @@ pub struct BenignResult {
     pub rows: usize,
     /// Answers other than 200 (403, 429, errors).
     pub refused: usize,
+    /// Answers hardened to the top-1 label because a row of the request was itself
+    /// suspicious (the gateway's `harden_query` count over the phase).
+    pub hardened_queries: u64,
     /// Consumers / groups the detector listed at any rung (observe or stronger).
     pub flagged_consumers: Vec<String>,
     pub flagged_groups: Vec<String>,
@@ -626,6 +640,7 @@ fn benign_on(
     n: usize,
 ) -> BenignResult {
     let started = Instant::now();
+    let hardened_before = hardened_queries(gateway.admin);
     let threads = config.benign_threads.max(1);
     let behaviours = BenignBehaviour::ALL;
     let results: Vec<(usize, usize, usize, Vec<usize>)> = std::thread::scope(|s| {
@@ -666,6 +681,7 @@ fn benign_on(
             .map(|h| h.join().expect("benign worker"))
             .collect()
     });
+    let hardened = hardened_queries(gateway.admin) - hardened_before;
     let listed = suspects(gateway.admin);
     let details: Vec<String> =
         crate::gateway::admin_get(gateway.admin, "/admin/suspects").json()["routes"]["digits"]
@@ -694,6 +710,7 @@ fn benign_on(
     let mut result = BenignResult {
         consumers: n,
         groups: n.div_ceil(config.benign_group_size.max(1)),
+        hardened_queries: hardened,
         ..BenignResult::default()
     };
     let mut per_behaviour = vec![0usize; behaviours.len()];

@@ -106,13 +106,15 @@ pub fn targets(e: &Evaluation) -> Vec<Target> {
     let flagged = b.flagged_consumers.len() + b.flagged_groups.len();
     let mut out = vec![Target {
         name: format!("benign: 0 flagged of {} consumers", b.consumers),
-        holds: Some(flagged == 0 && b.consumers > 0),
+        holds: Some(flagged == 0 && b.hardened_queries == 0 && b.consumers > 0),
         detail: format!(
-            "{} consumers and {} groups flagged (any rung); {} of {} requests not answered 200",
+            "{} consumers and {} groups flagged (any rung); {} of {} requests not answered 200; \
+             {} answered with the top-1 label as a suspicious query",
             b.flagged_consumers.len(),
             b.flagged_groups.len(),
             b.refused,
-            b.requests
+            b.requests,
+            b.hardened_queries
         ),
     }];
     out.push(within(
@@ -371,6 +373,8 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
          - Flagged (any rung, observe included, from `GET /admin/suspects` at the end): {} \
          consumers, {} groups{}\n\
          - Requests not answered 200: {}\n\
+         - Requests answered with the top-1 label because a row was itself suspicious \
+         (probe or out of distribution; action `harden_query`): {}\n\
          - False-positive rate: {}/{} = {:.4} %; 95 % upper bound (one-sided Clopper–Pearson): \
          {:.3} %\n",
         b.consumers,
@@ -401,6 +405,7 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
             String::new()
         },
         b.refused,
+        b.hardened_queries,
         flagged,
         b.consumers,
         100.0 * flagged as f64 / b.consumers.max(1) as f64,
@@ -424,7 +429,8 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
              - Attackers at harden or stronger: {}\n\
              - Benign consumers flagged: {} ({:.2} %; 95 % upper bound {:.2} %), groups \
              flagged: {}{}\n\
-             - Benign requests not answered 200: {}\n",
+             - Benign requests not answered 200: {}; answered with the top-1 label as a \
+             suspicious query: {}\n",
             m.consumers,
             m.requests,
             if attackers.is_empty() {
@@ -450,6 +456,7 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
                 String::new()
             },
             m.refused,
+            m.hardened_queries,
         );
     }
     let seeds = e.single.iter().map(|r| r.seed).max().unwrap_or(0);
@@ -564,11 +571,12 @@ the range, where it helped in process on average) gains little or even loses agr
 without any gateway on many seeds (last column of the Jacobian table): the Jacobian target \
 is only informative on the seeds where the augmentation does gain. The default dither makes \
 the seed set's own substitute noisier (compare \"seed set alone\" with and without the \
-gateway), and one or two more answers move such a substitute by a few points either way: \
-the gain at detection, measured from that lowered baseline, can pass 2 points on a run \
-although detection still comes two queries into the first augmentation round and the \
-substitute at detection stays near or below what the seed set alone gives without any \
-gateway.\n\
+gateway), and one or two more answers move such a substitute by a few points either way. \
+The answers to the first augmented queries (probes, before the consumer reaches harden) are \
+top-1 labels, which keeps the gain at detection under 2 points on all but rare runs and below \
+zero on average (`jacobian_substitute_gains_little_before_detection` in \
+`plugins/src/extraction/tests.rs` asserts both over 50 in-process runs with fixed salts); \
+each gateway draws a random salt, so a run here can still show one such seed.\n\
 - Detection is read from `GET /admin/suspects` after every answered query, so the counts are \
 exact for one-row requests. The detector runs on wall-clock time; a run takes seconds, so \
 volume decay (half-life one day) and holds (15 min) play no part.\n\
