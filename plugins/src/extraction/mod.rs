@@ -11,10 +11,12 @@
 //! - **probing** — CUSUM over a per-query indicator: the query shares at least
 //!   `fingerprint_match` of its salted, quantised sliding-window hashes with one of the
 //!   consumer's recent queries (Blacklight, USENIX Security 2022), or lies within
-//!   `near_distance` of a same-class prototype, or continues a straight line through the
-//!   two previous queries (line search; a return to the row before last is a revisit, not a
-//!   line step), or near-duplicates a recent query of an already
-//!   flagged consumer (global index). Exact retries are exempt.
+//!   `near_distance` of one of its last 16 distinct rows, or moves from its nearest
+//!   same-class prototype by a sign step (most changed features by the same magnitude:
+//!   Jacobian augmentation), or continues a straight line through the two previous queries
+//!   (line search; a return to the row before last is a revisit, not a line step), or
+//!   near-duplicates a recent query of an already flagged consumer (global index). Exact
+//!   retries are exempt.
 //! - **distance** — PRADA (EuroS&P 2019): the minimum distance of each query to bounded
 //!   per-class prototypes of the consumer's earlier queries; Royston's Shapiro–Wilk z on
 //!   the window of log distances (synthetic queries make it non-normal).
