@@ -97,17 +97,17 @@ fn identity<'a>(guard: &ExtractionGuard, caller: &'a Caller) -> ExtractionIdenti
     ExtractionIdentity::of(caller).trusted(guard.trusted.contains(&caller.consumer))
 }
 
-/// The action reported (metric, access log) for a request whose answer was hardened because
-/// a row of it was itself suspicious, before the consumer reached `harden`.
+/// The action reported (metric, access log) for a request with rows answered with the top-1
+/// label because each was itself suspicious, before the consumer reached `harden`.
 pub const HARDENED_QUERY: &str = "harden_query";
 
 /// After the backend: feeds the detector with `rows` and the scored output (`scores`, rows of
-/// the profile's classes), hardens `scores` in place and returns the policy applied (which
-/// also decides the other outputs: [`OutputPolicy::keeps_other_output`]). An action of
-/// `observe` or more (or [`HARDENED_QUERY`]) goes to `action`, and a changed action of the
-/// consumer or its group to the audit log. A detector
-/// error (a shape the contract did not fix, non-finite values) is logged and answered with
-/// the suspect policy, never with unhardened outputs.
+/// the profile's classes), hardens `scores` in place and returns the request's policy (which
+/// also decides the other outputs: [`OutputPolicy::keeps_other_output`]; rows hardened on
+/// their own are stronger still). An action of `observe` or more (or [`HARDENED_QUERY`])
+/// goes to `action`, and a changed action of the consumer or its group to the audit log. A
+/// detector error (a shape the contract did not fix, non-finite values) is logged and
+/// answered with the suspect policy, never with unhardened outputs.
 pub fn assess(
     guard: &ExtractionGuard,
     caller: &Caller,
@@ -116,9 +116,9 @@ pub fn assess(
     action: &mut Option<&'static str>,
 ) -> OutputPolicy {
     let who = identity(guard, caller);
-    let policy = match guard.detector.observe(&who, rows, scores, unix_now()) {
+    match guard.detector.observe(&who, rows, scores, unix_now()) {
         Ok(assessment) => {
-            if assessment.hardened_query {
+            if !assessment.hardened_rows.is_empty() {
                 *action = Some(HARDENED_QUERY);
             } else if assessment.action >= Action::Observe {
                 *action = Some(assessment.action.as_str());
@@ -139,15 +139,16 @@ pub fn assess(
                     })
                 );
             }
+            guard.detector.harden_assessed(rows, scores, &assessment);
             assessment.output
         }
         Err(e) => {
             log::error!("extraction detector: {e}");
-            guard.detector.options().suspect_output
+            let policy = guard.detector.options().suspect_output;
+            guard.detector.harden(rows, scores, policy);
+            policy
         }
-    };
-    guard.detector.harden(rows, scores, policy);
-    policy
+    }
 }
 
 /// After an HTTP backend: the buffered 2xx `body` as the consumer may see it — parsed as a

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use modelgate_e2e::client::{self, Conn, get};
-use modelgate_e2e::digits::{infer, output, probe_until_blocked};
+use modelgate_e2e::digits::{INFER, infer, output, probe_until_blocked};
 use modelgate_e2e::gateway::{ADMIN_TOKEN, GatewayProcess, Setup, admin_get};
 use modelgate_e2e::{holdout, random_rows, repo_root};
 
@@ -104,6 +104,39 @@ fn benign_is_rounded_probing_is_hardened_then_blocked_and_operators_can_clear() 
         logs.contains("\"event\":\"extraction_suspected\"")
             && logs.contains("\"consumer\":\"attacker\"")
     );
+}
+
+/// In a batch, only the row that is itself out of distribution is answered with its label
+/// alone: the natural row next to it gets the same answer it gets on its own.
+#[test]
+fn a_suspicious_row_in_a_batch_is_answered_with_its_label_only() {
+    let setup = setup();
+    let (alone, batcher) = (issue(&setup, "alone"), issue(&setup, "batcher"));
+    let gw = setup.start();
+    let (rows, _) = holdout();
+    let random = random_rows(1, 0x5eed).remove(0);
+    let mut conn = Conn::open(gw.addr).unwrap();
+    let natural = output(&infer(&mut conn, &alone, &rows[0]), "probabilities").unwrap();
+
+    let data = [rows[0].clone(), random].concat();
+    let body = serde_json::json!({"inputs": [{
+        "name": "input", "shape": [2, 64], "datatype": "FP32", "data": data,
+    }]});
+    let r = conn
+        .request(&client::post_bytes(
+            INFER,
+            body.to_string().as_bytes(),
+            &format!("x-api-key: {batcher}\r\n"),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let p = output(&r, "probabilities").unwrap();
+    assert_eq!(p[..10], natural[..], "the natural row's answer changed");
+    assert_eq!(p[10..].iter().filter(|x| **x == 1.0).count(), 1, "{p:?}");
+    assert_eq!(p[10..].iter().filter(|x| **x == 0.0).count(), 9, "{p:?}");
+    gw.metrics_with(&[
+        "modelgate_extraction_actions_total{route=\"digits\",action=\"harden_query\"} 1\n",
+    ]);
 }
 
 #[test]

@@ -232,10 +232,12 @@ pub struct Assessment {
     /// The consumer's or its group's action differs from the one at its previous
     /// assessment: worth an audit record (a suspect's every request is not).
     pub changed: bool,
-    /// This answer gets the suspect output because a row of the request was itself
-    /// suspicious (probing by the consumer's own signals, or out of distribution), though
-    /// the consumer is not (yet) at [`Action::Harden`]. Untrusted consumers only.
-    pub hardened_query: bool,
+    /// Rows (indices in the request) whose answers get the suspect output on their own:
+    /// each was itself suspicious (probing by the consumer's own signals, or out of
+    /// distribution) while the consumer is not (yet) at [`Action::Harden`]. Only when
+    /// `output` hardens (untrusted consumers); the request's other rows follow `output`.
+    /// Apply both with [`Detector::harden_assessed`].
+    pub hardened_rows: Vec<usize>,
 }
 
 /// A group's merged-stream view.
@@ -571,7 +573,7 @@ impl Detector {
             linked_to: e.linked_to.clone(),
             group: None,
             changed: false,
-            hardened_query: false,
+            hardened_rows: Vec::new(),
         };
         let mut block_until = (consumer_action == Action::Block).then_some(e.held_until);
         let mut reason = e.scores.top().0;
@@ -617,31 +619,47 @@ impl Detector {
             });
         }
         assessment.changed = changed;
-        let suspicious = queries.iter().any(|q| q.suspicious_alone);
-        self.finish(&mut assessment, who, suspicious, reason, block_until, now);
+        self.finish(&mut assessment, who.trusted, reason, block_until, now);
+        // The answer to a row that is itself suspicious is hardened like a suspect's,
+        // silently and before the consumer's score gets there, for consumers whose answers
+        // are hardened anyway (untrusted): an attack's first probes then teach it no more
+        // than their labels. (A hardened `output` also drops other floating outputs and
+        // rewrites the answer, which these rows need.)
+        if assessment.output != OutputPolicy::Full && assessment.action < Action::Harden {
+            assessment.hardened_rows = (0..n).filter(|&i| queries[i].suspicious_alone).collect();
+        }
         Ok(assessment)
     }
 
-    /// Sets the output policy, throttle, block and reason from the action. `suspicious`: a
-    /// row of the request was itself suspicious; an untrusted consumer's answer to it is
-    /// hardened like a suspect's (silently, before the consumer's score gets there: an
-    /// attack's first probes then teach it no more than their labels).
+    /// Hardens `probabilities` (the answers to `rows`) as `a` says: every row per
+    /// `a.output`, then the rows in `a.hardened_rows` per the suspect output.
+    pub fn harden_assessed(&self, rows: &[f32], probabilities: &mut [f32], a: &Assessment) {
+        self.harden(rows, probabilities, a.output);
+        let (d, k) = (self.model.d, self.model.k);
+        for &i in &a.hardened_rows {
+            if let (Some(row), Some(p)) = (
+                rows.get(i * d..(i + 1) * d),
+                probabilities.get_mut(i * k..(i + 1) * k),
+            ) {
+                self.harden(row, p, self.options.suspect_output);
+            }
+        }
+    }
+
     fn finish(
         &self,
         a: &mut Assessment,
-        who: &Identity<'_>,
-        suspicious: bool,
+        trusted: bool,
         reason: Signal,
         block_until: Option<u64>,
         now: u64,
     ) {
-        let base = if who.trusted {
+        let base = if trusted {
             OutputPolicy::Full
         } else {
             self.options.default_output
         };
-        a.hardened_query = suspicious && !who.trusted && a.action < Action::Harden;
-        a.output = if a.action >= Action::Harden || a.hardened_query {
+        a.output = if a.action >= Action::Harden {
             base.stronger(self.options.suspect_output)
         } else {
             base

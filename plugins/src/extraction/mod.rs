@@ -52,11 +52,12 @@
 //! decimals, entries that round to 0 dithered to 0 or 0.01 by a keyed hash of the row):
 //! equation solving at d + 1 queries, on random or natural rows, then stays far from the
 //! model. Suspects get [`DetectorOptions::suspect_output`] (top-1 label only), and so does an
-//! untrusted consumer's answer to a query that is itself suspicious (a probe or out of
-//! distribution; [`Assessment::hardened_query`]) before its score reaches harden: an
-//! attack's first probes then teach it no more than their labels (in the evaluation, the
-//! Jacobian augmentation's first augmented answers). Benign calibration traffic has no such
-//! queries. Apply the policy with [`Detector::harden`] (it holds the dither key).
+//! untrusted consumer's answer to a row that is itself suspicious (a probe or out of
+//! distribution; [`Assessment::hardened_rows`]) before its score reaches harden: an attack's
+//! first probes then teach it no more than their labels (in the evaluation, the Jacobian
+//! augmentation's first augmented answers), and the other rows of a batch keep theirs.
+//! Benign calibration traffic has no such rows. Apply an assessment with
+//! [`Detector::harden_assessed`] (the detector holds the dither key).
 //!
 //! # Bounds
 //!

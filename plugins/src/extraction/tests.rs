@@ -141,7 +141,7 @@ fn benign_consumers_are_not_flagged() {
                 "{name} ({behaviour:?}) flagged: {a:?}"
             );
             assert!(
-                !a.hardened_query,
+                a.hardened_rows.is_empty(),
                 "{name} ({behaviour:?}) sent a suspicious query: {a:?}"
             );
             let g = a.group.as_ref().map_or(0.0, |g| g.combined);
@@ -620,11 +620,12 @@ fn trusted_consumers_get_full_outputs_until_suspected() {
     assert_eq!(a.last().map(|a| a.output), Some(OutputPolicy::TopLabel));
 }
 
-/// An untrusted consumer's answer to a query that is itself suspicious (here out of
+/// An untrusted consumer's answer to a row that is itself suspicious (here out of
 /// distribution) gets the suspect output at once, before the consumer's score reaches
-/// harden; its natural rows before and after, and a trusted consumer's, keep their outputs.
+/// harden; its natural rows before and after and in the same batch, and a trusted
+/// consumer's answers, keep their outputs.
 #[test]
-fn a_suspicious_query_is_answered_with_its_label_only() {
+fn a_suspicious_row_is_answered_with_its_label_only() {
     let mlp = DigitsMlp::load();
     let det = detector();
     let (rows, _) = testkit::holdout();
@@ -636,22 +637,46 @@ fn a_suspicious_query_is_answered_with_its_label_only() {
     assert!(
         before
             .iter()
-            .all(|a| !a.hardened_query && a.output == dither),
+            .all(|a| a.hardened_rows.is_empty() && a.output == dither),
         "{before:?}"
     );
-    let probe = &feed(&det, &mlp, &who, &uniform_rows(1, 7), &mut t)[0];
-    assert!(probe.action < Action::Harden, "{probe:?}");
-    assert!(probe.hardened_query, "{probe:?}");
-    assert_eq!(probe.output, OutputPolicy::TopLabel);
-    let after = &feed(&det, &mlp, &who, &rows[3..4], &mut t)[0];
-    assert!(!after.hardened_query && after.output == dither, "{after:?}");
+    // A batch: natural, random, natural.
+    let batch = [
+        rows[3].clone(),
+        uniform_rows(1, 7).remove(0),
+        rows[4].clone(),
+    ];
+    let flat: Vec<f32> = batch.concat();
+    let raw: Vec<f32> = batch.iter().flat_map(|r| mlp.predict(r)).collect();
+    let a = det.observe(&who, &flat, &raw, t + 1).expect("observe");
+    assert!(a.action < Action::Harden, "{a:?}");
+    assert_eq!(a.hardened_rows, [1], "{a:?}");
+    assert_eq!(a.output, dither);
+    let mut answer = raw.clone();
+    det.harden_assessed(&flat, &mut answer, &a);
+    for (i, (row, got)) in batch.iter().zip(answer.chunks_exact(10)).enumerate() {
+        let mut want = mlp.predict(row);
+        let policy = if i == 1 {
+            OutputPolicy::TopLabel
+        } else {
+            dither
+        };
+        det.harden(row, &mut want, policy);
+        assert_eq!(got, &want[..], "row {i}");
+    }
+    t += 1;
+    let after = &feed(&det, &mlp, &who, &rows[5..6], &mut t)[0];
+    assert!(
+        after.hardened_rows.is_empty() && after.output == dither,
+        "{after:?}"
+    );
 
     let partner = testkit::caller("partner", None);
     let trusted = Identity::of(&partner).trusted(true);
     let probe = &feed(&det, &mlp, &trusted, &uniform_rows(1, 8), &mut t)[0];
     assert!(probe.action < Action::Harden, "{probe:?}");
     assert!(
-        !probe.hardened_query && probe.output == OutputPolicy::Full,
+        probe.hardened_rows.is_empty() && probe.output == OutputPolicy::Full,
         "{probe:?}"
     );
 }
@@ -749,7 +774,7 @@ fn flagged_consumers_link_key_rotation() {
     // The link alone counts as probing but does not harden that answer (benign consumers
     // near an attacker's probes would pay for it); the consumer's score does the rest.
     assert!(
-        a[0].action < Action::Harden && !a[0].hardened_query,
+        a[0].action < Action::Harden && a[0].hardened_rows.is_empty(),
         "{:?}",
         a[0]
     );
@@ -895,7 +920,7 @@ fn jacobian_gains_at_detection(salts: u64) -> Vec<f64> {
                 t += 1;
                 let mut p = mlp.predict(&q);
                 let a = det.observe(&who, &q, &p, t).expect("observe");
-                det.harden(&q, &mut p, a.output);
+                det.harden_assessed(&q, &mut p, &a);
                 attack.answer(&q, &p);
                 queries.push(q);
                 answers.push(p);

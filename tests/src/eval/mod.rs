@@ -259,8 +259,8 @@ fn rank(action: &str) -> usize {
     RUNGS.iter().position(|r| *r == action).unwrap_or(0)
 }
 
-/// The gateway's count of requests on the digits route answered with the top-1 label
-/// because a row was itself suspicious (`/metrics`, action `harden_query`).
+/// The gateway's count of requests on the digits route with rows answered with the top-1
+/// label because each was itself suspicious (`/metrics`, action `harden_query`).
 pub fn hardened_queries(admin: SocketAddr) -> u64 {
     let metrics = crate::gateway::admin_get(admin, "/metrics");
     let line = "modelgate_extraction_actions_total{route=\"digits\",action=\"harden_query\"} ";
@@ -583,8 +583,8 @@ pub struct BenignResult {
     pub rows: usize,
     /// Answers other than 200 (403, 429, errors).
     pub refused: usize,
-    /// Answers hardened to the top-1 label because a row of the request was itself
-    /// suspicious (the gateway's `harden_query` count over the phase).
+    /// Requests with rows answered with the top-1 label because each was itself suspicious
+    /// (the gateway's `harden_query` count over the phase).
     pub hardened_queries: u64,
     /// Consumers / groups the detector listed at any rung (observe or stronger).
     pub flagged_consumers: Vec<String>,
@@ -681,7 +681,6 @@ fn benign_on(
             .map(|h| h.join().expect("benign worker"))
             .collect()
     });
-    let hardened = hardened_queries(gateway.admin) - hardened_before;
     let listed = suspects(gateway.admin);
     let details: Vec<String> =
         crate::gateway::admin_get(gateway.admin, "/admin/suspects").json()["routes"]["digits"]
@@ -707,6 +706,8 @@ fn benign_on(
                     .collect()
             })
             .unwrap_or_default();
+    // Read last: requests are counted just after their response is written.
+    let hardened = hardened_queries(gateway.admin) - hardened_before;
     let mut result = BenignResult {
         consumers: n,
         groups: n.div_ceil(config.benign_group_size.max(1)),

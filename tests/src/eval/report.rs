@@ -109,7 +109,7 @@ pub fn targets(e: &Evaluation) -> Vec<Target> {
         holds: Some(flagged == 0 && b.hardened_queries == 0 && b.consumers > 0),
         detail: format!(
             "{} consumers and {} groups flagged (any rung); {} of {} requests not answered 200; \
-             {} answered with the top-1 label as a suspicious query",
+             {} with rows answered with the top-1 label as suspicious",
             b.flagged_consumers.len(),
             b.flagged_groups.len(),
             b.refused,
@@ -373,8 +373,8 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
          - Flagged (any rung, observe included, from `GET /admin/suspects` at the end): {} \
          consumers, {} groups{}\n\
          - Requests not answered 200: {}\n\
-         - Requests answered with the top-1 label because a row was itself suspicious \
-         (probe or out of distribution; action `harden_query`): {}\n\
+         - Requests with rows answered with the top-1 label because each was itself \
+         suspicious (probe or out of distribution; action `harden_query`): {}\n\
          - False-positive rate: {}/{} = {:.4} %; 95 % upper bound (one-sided Clopper–Pearson): \
          {:.3} %\n",
         b.consumers,
@@ -429,8 +429,8 @@ pub fn markdown(e: &Evaluation, p: &Provenance) -> String {
              - Attackers at harden or stronger: {}\n\
              - Benign consumers flagged: {} ({:.2} %; 95 % upper bound {:.2} %), groups \
              flagged: {}{}\n\
-             - Benign requests not answered 200: {}; answered with the top-1 label as a \
-             suspicious query: {}\n",
+             - Benign requests not answered 200: {}; with rows answered with the top-1 \
+             label as suspicious: {}\n",
             m.consumers,
             m.requests,
             if attackers.is_empty() {
