@@ -31,9 +31,12 @@
 # (user + system from /proc). Report written to OUT (default target/bench-ab-A-B[-post][-rateN].md).
 #
 # RATE=N instead measures latency open loop: `modelgate-loadtest run --rate N` (latency
-# from intended send times), p50 and p99 per path and round. POST=1 sends the held-out v2
-# infer bodies (1 × 64 features; the upstream answers any path) with modelgate-loadtest.
-# WARMUP=2: seconds of unrecorded closed-loop load on each path before the rounds.
+# from intended send times), p50 and p99 per path and round, and the rate each answered at.
+# UPSTREAM_RT=1 runs the upstream at real-time priority (bench-lib.sh `start_upstream`): on
+# the CPU it shares with the load generator it otherwise waits for a scheduler time slice
+# now and then, which puts milliseconds into every path's p99 but direct's. POST=1 sends the
+# held-out v2 infer bodies (1 × 64 features; the upstream answers any path) with
+# modelgate-loadtest. WARMUP=2: seconds of unrecorded closed-loop load on each path first.
 #
 # Needs: cargo, wrk, taskset, curl, openssl; nginx for the nginx path (scripts/install-deps.sh --bench).
 set -euo pipefail
@@ -55,7 +58,8 @@ for path in "$A" "$B"; do
         die "A and B must be routing, auth, keyed, jwt, full, guarded, embedded, steal, other, nginx or direct (got '$path')"
 done
 [[ $A != "$B" ]] || die "A and B must differ"
-for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST PROXY_CPU LOAD_CPU BASE_PORT; do
+UPSTREAM_RT=${UPSTREAM_RT:-0}
+for knob in ROUNDS DURATION WARMUP CONNECTIONS RATE POST UPSTREAM_RT PROXY_CPU LOAD_CPU BASE_PORT; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a non-negative integer"
 done
 suffix=""
@@ -133,7 +137,7 @@ for path in routing steal other nginx; do # (auth, jwt, full: the routing gatewa
     [[ -n ${URL[$path]:-} && ${URL[$path]} == */open* ]] && wait_http "${URL[$path]}" 200 "$path -> upstream"
 done
 
-measure() { # path seconds -> "req/s cpu-µs-per-request", or with RATE "p50-µs p99-µs"
+measure() { # path seconds -> "req/s cpu-µs-per-request", or with RATE "p50-µs p99-µs achieved-req/s"
     local path=$1 out cpu0 cpu1 n lat args=()
     check_alive "before $path"
     cpu0=$(cpu_us "${PID[$path]}")
@@ -148,7 +152,7 @@ measure() { # path seconds -> "req/s cpu-µs-per-request", or with RATE "p50-µs
         [[ $n == "$(json_num "$(grep -o '"statuses":{[^}]*}' <<<"$out")" 200)" ]] || die "$path answered non-200: $out"
         lat=$(grep -o '"latency_us":{[^}]*}' <<<"$out")
         if ((RATE > 0)); then
-            echo "$(json_num "$lat" p50) $(json_num "$lat" p99)"
+            echo "$(json_num "$lat" p50) $(json_num "$lat" p99) $(fmt_int "$(json_num "$out" rps)")"
         else
             echo "$(fmt_int "$(json_num "$out" rps)") $(cpu_per_request "$cpu0" "$cpu1" "$n")"
         fi
@@ -182,9 +186,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
         b=$(measure "$B" "$DURATION")
         a=$(measure "$A" "$DURATION")
     fi
-    read -r ra ca <<<"$a"
-    read -r rb cb <<<"$b"
-    rows+=("$r $ra $rb $ca $cb")
+    read -r ra ca na <<<"$a"
+    read -r rb cb nb <<<"$b"
+    rows+=("$r $ra $rb $ca $cb $na $nb")
     echo "  round $r: $A $ra / $ca, $B $rb / $cb ($first / $second)" >&2
 done
 
@@ -196,14 +200,18 @@ report=$(
     echo "## Paired A/B: $A vs $B"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "- command: \`A=$A B=$B ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP$( ((RATE > 0)) && echo " RATE=$RATE")$( ((POST)) && echo " POST=1") scripts/bench-ab.sh\`"
-    echo "- load: $mode; proxy on CPU $PROXY_CPU, load generator and upstream on CPU $LOAD_CPU; $(nproc) CPUs, $(uname -r)"
+    echo "- command: \`A=$A B=$B ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP$( ((RATE > 0)) && echo " RATE=$RATE")$( ((POST)) && echo " POST=1")$( ((UPSTREAM_RT)) && echo " UPSTREAM_RT=1") scripts/bench-ab.sh\`"
+    echo "- load: $mode; proxy on CPU $PROXY_CPU, load generator and upstream on CPU $LOAD_CPU$( ((UPSTREAM_RT)) && echo " (upstream SCHED_FIFO)"); $(nproc) CPUs, $(uname -r)"
     echo
-    echo "| round | $A $first | $B $first | $B / $A | $A $second | $B $second |"
-    echo "|---:|---:|---:|---:|---:|---:|"
+    # Open loop: also the rate each path answered at (below the offered rate when it
+    # could not keep up).
+    extra="" rule=""
+    ((RATE > 0)) && extra=" $A answered req/s | $B answered req/s |" rule="---:|---:|"
+    echo "| round | $A $first | $B $first | $B / $A | $A $second | $B $second |$extra"
+    echo "|---:|---:|---:|---:|---:|---:|$rule"
     for row in "${rows[@]}"; do
-        read -r r ra rb ca cb <<<"$row"
-        echo "| $r | $ra | $rb | $(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", b / a}') | $ca | $cb |"
+        read -r r ra rb ca cb na nb <<<"$row"
+        echo "| $r | $ra | $rb | $(awk -v a="$ra" -v b="$rb" 'BEGIN {printf "%.3f", b / a}') | $ca | $cb |$( ((RATE > 0)) && echo " $na | $nb |")"
     done
     echo
     echo "Medians over the rounds: $first $A $(col '$2'), $B $(col '$3'), **$B / $A = $(col '$3 / $2' 3)** (per-round ratio);" \

@@ -112,11 +112,14 @@ build_release() {
 V2_ANSWER='{"model_name":"digits","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,10],"data":[0.0012,0.0003,0.9871,0.0021,0.0005,0.0011,0.0009,0.0034,0.0026,0.0008]},{"name":"label","datatype":"INT64","shape":[1],"data":[2]}]}'
 
 # Starts `modelgate-loadtest upstream` (a fast fixed 200) pinned to a CPU; its body is
-# `{"ok":true}` unless a third argument gives another.
+# `{"ok":true}` unless a third argument gives another. UPSTREAM_RT=1 runs it at real-time
+# priority (SCHED_FIFO 50, needs root), so that it preempts the load generator sharing its
+# CPU at once instead of waiting for the scheduler's time slice (milliseconds at p99).
 start_upstream() { # cpu port [body]
-    local i args=()
+    local i args=() rt=()
     [[ -n ${3:-} ]] && args+=(--body "$3")
-    taskset -c "$1" "$LOADTEST" upstream --listen "$HOST:$2" "${args[@]}" >"$WORK/upstream.log" 2>&1 &
+    [[ ${UPSTREAM_RT:-0} == 1 ]] && rt=(chrt -f 50)
+    taskset -c "$1" "${rt[@]}" "$LOADTEST" upstream --listen "$HOST:$2" "${args[@]}" >"$WORK/upstream.log" 2>&1 &
     PIDS+=($!) SIGS+=(TERM) NAMES+=(upstream)
     for ((i = 0; i < 150; i++)); do
         grep -q '^listening on ' "$WORK/upstream.log" 2>/dev/null && return 0
