@@ -24,12 +24,13 @@
 #
 # PERF_CALLGRAPH=1 also records call graphs (`perf report -g` on the kept perf.data).
 # RATE=N (perf only) loads the server open loop at N req/s instead of closed loop: the CPU
-# per request when requests arrive one by one rather than in bursts.
+# per request when requests arrive one by one rather than in bursts. UPSTREAM_RT=1 runs the
+# upstream at real-time priority (see bench-lib.sh `start_upstream`).
 # SYSCALLS=1 (perf only) also counts the server's system calls over the same window
 # (`perf stat` on the syscall tracepoints): how many per request, and of which kind.
 #
 # Knobs: PATH_KIND=full PROFILER=callgrind REQUESTS=20000 WARMUP=2000 DURATION=10
-#        PERF_CALLGRAPH RATE SYSCALLS BASE_PORT=19500 OUT CARGO_TARGET_DIR
+#        PERF_CALLGRAPH RATE SYSCALLS UPSTREAM_RT BASE_PORT=19500 OUT CARGO_TARGET_DIR
 # Needs: valgrind (callgrind_annotate, callgrind_control) or perf and taskset, cargo, curl.
 set -euo pipefail
 
@@ -147,7 +148,7 @@ if [[ $PROFILER == perf ]]; then
         echo "## modelgate time profile (perf, cpu-clock): $PATH_KIND path"
         echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${RATE:+ RATE=$RATE}${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1}${SYSCALLS:+ SYSCALLS=1} scripts/profile.sh\`"
+        echo "- command: \`PROFILER=perf PATH_KIND=$PATH_KIND DURATION=$DURATION${RATE:+ RATE=$RATE}${PERF_CALLGRAPH:+ PERF_CALLGRAPH=1}${SYSCALLS:+ SYSCALLS=1}$([[ ${UPSTREAM_RT:-0} == 1 ]] && echo " UPSTREAM_RT=1") scripts/profile.sh\`"
         echo "- server pinned to CPU 0, modelgate-loadtest $load (64 connections) on CPU 1"
         echo "- $completed requests in ${DURATION}s ($ok answered 200): $(json_num "$json" rps) req/s"
         echo "- server CPU (user + system): $(cpu_per_request "$cpu0" "$cpu1" "$completed") µs per request"
