@@ -69,7 +69,11 @@ OUT=${OUT:-target/bench-ab-$A-$B$suffix.md}
 for tool in cargo curl taskset wrk openssl; do
     command -v "$tool" >/dev/null 2>&1 || die "missing: $tool (scripts/install-deps.sh --bench)"
 done
-uses() { [[ $A == "$1" || $B == "$1" ]]; }
+# A path in use, or the path `other` serves (its upstream and config needs are that path's).
+uses() {
+    [[ $A == "$1" || $B == "$1" ]] ||
+        [[ ($A == other || $B == other) && ${OTHER_ROUTE:-routing} == "$1" ]]
+}
 
 UPSTREAM_PORT=$((BASE_PORT + 1)) GATEWAY_PORT=$((BASE_PORT + 80)) ADMIN_PORT=$((BASE_PORT + 90))
 STEAL_PORT=$((BASE_PORT + 81)) STEAL_ADMIN_PORT=$((BASE_PORT + 91)) NGINX_PORT=$((BASE_PORT + 82))
