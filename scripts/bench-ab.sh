@@ -123,7 +123,6 @@ if uses other; then
     case ${OTHER_ROUTE:-routing} in
         routing) ;;
         full | guarded | embedded)
-            ((POST)) || die "OTHER_ROUTE=$OTHER_ROUTE needs POST=1"
             URL[other]=${URL[$OTHER_ROUTE]/:$GATEWAY_PORT\//:$OTHER_PORT/}
             HEADER[other]=${HEADER[$OTHER_ROUTE]}
             ;;
